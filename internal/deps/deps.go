@@ -1,4 +1,8 @@
-package main
+//go:build deps
+
+// Package deps keeps the project's direct dependencies in go.mod while the
+// packages that use them are being written. Deleted once they all are.
+package deps
 
 import (
 	_ "github.com/google/go-cmp/cmp"
@@ -7,8 +11,6 @@ import (
 	_ "github.com/jackc/pgx/v5"
 	_ "github.com/sirupsen/logrus"
 	_ "github.com/urfave/cli/v2"
-	_ "golang.org/x/term"
 	_ "golang.org/x/sys/unix"
+	_ "golang.org/x/term"
 )
-
-func main() {}
