@@ -1,0 +1,58 @@
+# deployhook. The two commands an operator or CI needs:
+#   make demo   build, start a local PostgreSQL and Consul, walk the runbook
+#   make test   vet, unit and integration tests against real services, fuzz smoke, cookbook spec
+SHELL := /bin/bash
+GO ?= go
+FUZZTIME ?= 10s
+BIN := bin
+
+.PHONY: all build deps consul test vet unit fuzz-smoke cookbook-test demo bench bench-migrate soak clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/deployhook ./cmd/deployhook
+
+# Everything the tests and the demo run against, installed by the project's
+# own files: PostgreSQL and runit (svlogd) from Debian, ruby for the cookbook
+# spec, Consul 1.16.1 built from the pinned tools module into bin/consul.
+deps:
+	tools/postgres.sh
+	tools/runit.sh
+	tools/ruby.sh
+
+consul:
+	tools/consul/build.sh
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit: deps consul
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz-smoke:
+	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./validate/dconf/
+	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=$(FUZZTIME) ./migrate/
+
+cookbook-test: deps
+	cookbook/test.sh
+
+test: vet unit fuzz-smoke cookbook-test
+
+demo: deps consul build
+	$(GO) run ./integration/demo
+
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem ./validate/... ./migrate/ ./runitlog/
+
+bench-migrate: deps consul build
+	$(GO) run ./integration/benchmigrate $(BENCH_ARGS)
+
+soak: deps consul
+	SOAK=1 $(GO) test -race -count=1 -timeout 120m ./integration/...
+	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=10m ./validate/dconf/
+	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
+
+clean:
+	rm -rf $(BIN)/deployhook .demo
