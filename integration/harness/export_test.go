@@ -1,0 +1,9 @@
+package harness_test
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func pgxConnect(ctx context.Context, url string) (*pgx.Conn, error) { return pgx.Connect(ctx, url) }
