@@ -1,0 +1,176 @@
+package migrate
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// apiBody is the request body consul/api sends for ops behind fence.
+func apiBody(t testing.TB, fence Fence, ops []Op) []byte {
+	var txn api.TxnOps
+	if fence.Session != "" {
+		txn = append(txn, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: fence.LockKey, Session: fence.Session}})
+	}
+	for _, op := range ops {
+		txn = append(txn, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVOp(op.Verb), Key: op.Key, Value: op.Value, Flags: op.Flags, Index: op.Index}})
+	}
+	var b bytes.Buffer
+	if err := json.NewEncoder(&b).Encode(txn); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestOpSizeMatchesConsulAPI(t *testing.T) {
+	keys := []string{"a", "apcera/store3/jmdb/jobs/job=3A=3Aweb", "x<y>&\"\\\n\t\b\f\x01é\u2028\xff", strings.Repeat("k", 300)}
+	for _, key := range keys {
+		for _, n := range []int{0, 1, 2, 3, 4, 5, 100, 4096, 393216} {
+			for _, flags := range []uint64{0, 7, math.MaxInt64, math.MaxUint64} {
+				var v []byte
+				if n > 0 {
+					v = make([]byte, n)
+				}
+				op := Op{Verb: VerbSet, Key: key, Value: v, Flags: flags}
+				body := apiBody(t, Fence{}, []Op{op})
+				got := BodySize(1, opSize(VerbSet, key, n, flags, 0, ""))
+				if got != len(body) {
+					t.Fatalf("key %q n %d flags %d: computed %d, consul/api sends %d", key, n, flags, got, len(body))
+				}
+				if ub := BodySize(1, OpSize(key, n)); ub < len(body) {
+					t.Fatalf("OpSize is not an upper bound: %d < %d", ub, len(body))
+				}
+			}
+		}
+	}
+	// An empty, non-nil value is "" (shorter than null, still bounded).
+	body := apiBody(t, Fence{}, []Op{{Verb: VerbSet, Key: "k", Value: []byte{}}})
+	if ub := BodySize(1, OpSize("k", 0)); ub < len(body) {
+		t.Fatalf("empty value: %d < %d", ub, len(body))
+	}
+}
+
+func TestBatcherRespectsLimits(t *testing.T) {
+	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
+	for _, size := range []int{0, 10, 200, 4096, 60000, 392000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			l := DefaultLimits
+			b := NewBatcher(l, fence, 2)
+			var batches []*Batch
+			total := 0
+			for i := range 600 {
+				key := fmt.Sprintf("apcera/store3/jmdb/jobs/k%05d", i)
+				data := bytes.Repeat([]byte{byte(i)}, size)
+				if len(data) > b.MaxData(key) {
+					t.Fatalf("%d bytes do not fit (max %d)", size, b.MaxData(key))
+				}
+				if full := b.Add(key, uint64(i), data); full != nil {
+					batches = append(batches, full)
+				}
+			}
+			if last := b.Flush(); last != nil {
+				batches = append(batches, last)
+			}
+			for i, x := range batches {
+				total += len(x.Ops)
+				body := apiBody(t, fence, x.Ops)
+				if x.Body != len(body) {
+					t.Fatalf("batch %d: Body %d, consul/api sends %d", i, x.Body, len(body))
+				}
+				if len(body) > l.MaxBody || len(x.Ops)+1 > l.MaxOps {
+					t.Fatalf("batch %d: %d bytes, %d ops", i, len(body), len(x.Ops)+1)
+				}
+				for j, op := range x.Ops {
+					if len(op.Value) != size || (size > 0 && op.Value[0] != byte(op.Flags)) {
+						t.Fatalf("batch %d op %d: value not copied", i, j)
+					}
+				}
+			}
+			if total != 600 {
+				t.Fatalf("%d ops batched, want 600", total)
+			}
+			if size == 200 && len(batches[0].Ops) != 127 {
+				t.Fatalf("small records: %d ops per batch, want 127", len(batches[0].Ops))
+			}
+		})
+	}
+}
+
+func TestMaxRecordData(t *testing.T) {
+	key := "apcera/store3/jmdb/jobs/big"
+	n := MaxRecordData(DefaultLimits, key)
+	if n < 392000 || n > 393216 {
+		t.Fatalf("MaxRecordData at the defaults = %d, want about 393 KB", n)
+	}
+	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
+	exact := NewBatcher(DefaultLimits, fence, 0).MaxData(key)
+	if exact < n {
+		t.Fatalf("exact %d < conservative %d", exact, n)
+	}
+	if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact), Flags: math.MaxUint64}}); len(body) > DefaultLimits.MaxBody {
+		t.Fatalf("%d bytes of data make a %d-byte body", exact, len(body))
+	}
+	if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact+3), Flags: math.MaxUint64}}); len(body) <= DefaultLimits.MaxBody {
+		t.Fatalf("MaxData %d is not the largest: %d bytes still fit", exact, exact+3)
+	}
+	small := Limits{MaxOps: 128, MaxBody: 512 * 1024, MaxValue: 1000}
+	if got := MaxRecordData(small, key); got != 1000 {
+		t.Fatalf("MaxValue not applied: %d", got)
+	}
+	if r := sizeFailure(small, 2000, 1000); !strings.Contains(r, "kv_max_value_size") {
+		t.Fatalf("reason %q", r)
+	}
+	if r := sizeFailure(DefaultLimits, 400000, n); !strings.Contains(r, "txn_max_req_len") {
+		t.Fatalf("reason %q", r)
+	}
+}
+
+// naiveBatch is the obvious way: marshal the candidate transaction with
+// consul/api to see whether one more op fits.
+func naiveBatch(b *testing.B, fence Fence, keys []string, data []byte) int {
+	var n int
+	var cur []Op
+	for i, k := range keys {
+		next := append(cur, Op{Verb: VerbSet, Key: k, Value: append([]byte(nil), data...), Flags: uint64(i)})
+		if len(next)+1 > 128 || len(apiBody(b, fence, next)) > DefaultLimits.MaxBody {
+			n++
+			cur = []Op{next[len(next)-1]}
+			continue
+		}
+		cur = next
+	}
+	return n
+}
+
+func BenchmarkBatch(b *testing.B) {
+	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("apcera/store3/jmdb/jobs/job=3A=3Aweb%05d", i)
+	}
+	data := make([]byte, 200)
+	b.Run("Batcher", func(b *testing.B) {
+		b.ReportAllocs()
+		bt := NewBatcher(DefaultLimits, fence, 4)
+		for b.Loop() {
+			for i, k := range keys {
+				if full := bt.Add(k, uint64(i), data); full != nil {
+					bt.Recycle(full)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.N*len(keys))/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("marshal-each", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			naiveBatch(b, fence, keys, data)
+		}
+		b.ReportMetric(float64(b.N*len(keys))/b.Elapsed().Seconds(), "records/s")
+	})
+}
