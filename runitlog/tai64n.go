@@ -11,8 +11,8 @@ import (
 // label: 2^62, plus the 10 seconds TAI was ahead of UTC in 1970. libtai
 // applies no leap-second table, so neither do we: the label of a Unix second
 // s is 2^62 + 10 + s. Checked against the real svlogd, which named a file
-// rotated at Unix time 1795648161.148956988 "@400000006b076aab08e1e33c.s"
-// (0x6b076aab = 1795648161 + 10, 0x08e1e33c = 148956988).
+// rotated at Unix time 1795648161.149021500 "@400000006b076aab08e1e33c.s"
+// (0x6b076aab = 1795648161 + 10, 0x08e1e33c = 149021500).
 const taiOffset = 1<<62 + 10
 
 // TAI64N returns t as svlogd writes it in the names of rotated files:
