@@ -75,6 +75,11 @@ type Value struct {
 
 	Entries []*Entry // Map, in source order, duplicates kept
 	Elems   []*Value // Array
+
+	// Invalid marks a value the parser stood in for, or cut short, after a
+	// syntax error it already reported. Validators should skip it rather
+	// than report a second error for the same mistake.
+	Invalid bool
 }
 
 // Entry is one key and its value.

@@ -1,0 +1,918 @@
+package dconf
+
+import (
+	"bytes"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// parser is a recursive-descent parser that reads the source directly: the
+// grammar is context dependent (":" ends a key but not a value, "(" starts a
+// block only in a value, "//" is a comment only at a token start), so each
+// parse function scans the bytes it expects instead of asking a lexer for a
+// context-free token stream.
+type parser struct {
+	src      []byte
+	str      string // src as a string, so that keys and words are substrings, not copies
+	filename string
+	off      int
+	cur      hcl.Pos // position cursor for pos
+
+	diags         hcl.Diagnostics
+	errLines      map[int]bool // lines that already have an error
+	spaceWarnLine int
+	eofDone       bool // an error already explains the end of file; open maps stay quiet
+	badString     bool // the last quoted string was broken and its value is a guess
+	stopped       bool // ERB found: the rest of the file is not Dconf
+	erbCheck      bool // the source contains "<%" somewhere
+
+	depth      int
+	openMaps   int
+	openArrays int
+
+	// Entries and elements of the maps and arrays being parsed are
+	// collected on these stacks and copied out once per map or array, and
+	// nodes come from slabs: a few allocations per hundred entries instead
+	// of several per entry.
+	entStack []*Entry
+	valStack []*Value
+	vals     []Value
+	ents     []Entry
+	entPtrs  []*Entry
+	valPtrs  []*Value
+	buf      []byte
+}
+
+// Parse parses a Dconf file. It always returns a File whose Root is a map
+// holding every entry it could read; the diagnostics hold every syntax error
+// (and warning) found, in source order. Duplicate keys are kept and not
+// reported: that is the validator's call.
+func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
+	p := &parser{
+		src:      src,
+		str:      string(src),
+		filename: filename,
+		cur:      hcl.Pos{Line: 1, Column: 1},
+		erbCheck: bytes.Contains(src, []byte("<%")),
+	}
+	root := p.newValue()
+	root.Kind = Map
+	start := p.cur
+	if bytes.HasPrefix(src, []byte("\ufeff")) {
+		p.off = 3 // a byte order mark from a Windows editor is not content
+	}
+	p.parseFile(root)
+	root.Range = hcl.Range{Filename: filename, Start: start, End: p.pos(len(src))}
+	sort.SliceStable(p.diags, func(i, j int) bool {
+		return p.diags[i].Subject.Start.Byte < p.diags[j].Subject.Start.Byte
+	})
+	return &File{Name: filename, Src: src, Root: root}, p.diags
+}
+
+func (p *parser) parseFile(root *Value) {
+	p.skipBlank()
+	if p.off < len(p.src) && p.src[p.off] == '{' {
+		open := p.rangeOf(p.off, p.off+1)
+		p.report(hcl.DiagError, codeTopLevelBraces, open, "the whole file is wrapped in braces",
+			"a Dconf file is an implicit map: remove this `{` and the `}` that closes it")
+		p.off++
+		p.openMaps++
+		p.parseEntries(root, '}', open)
+		p.openMaps--
+	}
+	p.parseEntries(root, 0, hcl.Range{})
+}
+
+// parseEntries reads entries into m up to its closer: '}' for a map, 0 for
+// the top level (end of file).
+func (p *parser) parseEntries(m *Value, closer byte, open hcl.Range) {
+	base := len(p.entStack)
+	for !p.stopped {
+		p.skipBlank()
+		if p.off >= len(p.src) {
+			if closer != 0 {
+				p.unterminated(codeUnterminatedMap, open, "map")
+				m.Invalid = true
+			}
+			break
+		}
+		c := p.src[p.off]
+		if c == '}' && closer == '}' {
+			p.off++
+			break
+		}
+		if c == ']' && closer == '}' && p.openArrays > 0 {
+			// The array around this map is closing, so this map's own
+			// "}" is missing. Leave the "]" to the array.
+			p.report(hcl.DiagError, codeUnterminatedMap, open, "map not closed before `]`",
+				"add `}` to close this map before the `]` at "+p.at(p.off))
+			m.Invalid = true
+			break
+		}
+		switch c {
+		case '}', ']':
+			p.unmatched(c)
+			continue
+		case ',', ';':
+			p.errAt(codeExtraSeparator, p.off, "unexpected `"+string(c)+"` with no entry before it",
+				"remove it: `,` and `;` only end an entry")
+			p.off++
+			continue
+		}
+		if e := p.parseEntry(); e != nil {
+			p.entStack = append(p.entStack, e)
+		}
+		p.entryEnd()
+	}
+	m.Entries = append(m.Entries, p.takeEntries(base)...)
+}
+
+func (p *parser) parseEntry() *Entry {
+	start := p.off
+	sp := p.pos(start)
+	c := p.src[p.off]
+	var key string
+	end, quoted := 0, false
+	switch {
+	case c == '"' || c == '\'':
+		var ok bool
+		key, end, ok = p.scanQuoted(true)
+		if !ok {
+			p.off = end
+			p.skip(true)
+			return nil
+		}
+		quoted = true
+	case c >= utf8.RuneSelf && p.curlyAt(p.off):
+		key, end = p.scanCurly()
+		quoted = true
+	default:
+		end = scanWord(p.src, p.off, true)
+		if end == p.off {
+			p.unexpected("expected a key")
+			p.skip(true)
+			return nil
+		}
+		key = p.str[start:end]
+		p.checkERB(start, key)
+	}
+	e := p.newEntry()
+	e.Key = key
+	e.KeyRange = hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)}
+	p.off = end
+	if p.stopped {
+		e.Value = p.placeholder(end)
+		return e
+	}
+	if quoted && key == "" {
+		p.report(hcl.DiagError, codeEmptyKey, e.KeyRange, "empty key", "give the key a name")
+	}
+	if !quoted && key == "include" {
+		p.report(hcl.DiagWarning, codeInclude, e.KeyRange, "`include` is an ordinary key here, not a file include",
+			"Dconf has no includes: the file named here is not read; rename the key if it is not meant as data")
+	}
+
+	spaced := p.skipWS()
+	sep := false
+	if p.off < len(p.src) && (p.src[p.off] == ':' || p.src[p.off] == '=') {
+		p.off++
+		sep = true
+		p.skipWS()
+	}
+	if p.atLineEnd() {
+		if !p.nextIsBracket() {
+			p.missingValue(e)
+			return e
+		}
+		p.skipBlank()
+		spaced = true
+	}
+	switch p.src[p.off] {
+	case '}', ']', ',', ';':
+		p.missingValue(e)
+		return e
+	}
+	if !spaced && !sep && !quoted {
+		detail := "need whitespace, `:` or `=` between key and value"
+		if q := p.src[p.off]; q == '"' || q == '\'' {
+			detail = "`" + key + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
+		}
+		p.errAt(codeMissingSeparator, p.off, "missing space between key `"+key+"` and its value", detail)
+	}
+	e.Value = p.parseValue()
+	return e
+}
+
+func (p *parser) unmatched(c byte) {
+	open := "{"
+	if c == ']' {
+		open = "["
+	}
+	p.errAt(codeUnmatchedBrace, p.off, "unmatched `"+string(c)+"`",
+		"remove it, or add the `"+open+"` it was meant to close")
+	p.off++
+}
+
+func (p *parser) missingValue(e *Entry) {
+	p.report(hcl.DiagError, codeMissingValue, e.KeyRange, "missing value for key `"+e.Key+"`",
+		"write the value on the key's line; only a map `{` or an array `[` may start on a later line")
+	e.Value = p.placeholder(e.KeyRange.End.Byte)
+}
+
+// entryEnd reads what may follow a value: spaces, one "," or ";", a comment,
+// then a newline, the end of the file or a closer.
+func (p *parser) entryEnd() {
+	p.skipWS()
+	if p.off >= len(p.src) || p.stopped {
+		return
+	}
+	switch c := p.src[p.off]; c {
+	case '\n':
+		p.off++
+		return
+	case ',', ';':
+		p.off++ // another entry may follow on the same line
+		return
+	case '}', ']':
+		return
+	}
+	if p.atLineEnd() {
+		p.off = lineEnd(p.src, p.off)
+		return
+	}
+	switch {
+	case p.curlyAt(p.off):
+		p.curlyError(p.off)
+	case p.src[p.off] == '(':
+		p.errAt(codeExpectedNewline, p.off, "unexpected `(` after a value",
+			"a block string starts with `(` as the whole value and ends with `)` alone at the start of a line; quote a string that contains parentheses")
+	case p.src[p.off] == '"' || p.src[p.off] == '\'':
+		p.errAt(codeExpectedNewline, p.off, "a second string after the value",
+			"adjacent strings are not joined: write one quoted string, or end the entry with a newline, `,` or `;`")
+	default:
+		p.errAt(codeExpectedNewline, p.off, "expected newline, `,` or `;` after value",
+			"put each entry on its own line, or separate entries on one line with `,` or `;`")
+	}
+	p.skip(true)
+}
+
+func (p *parser) parseValue() *Value {
+	start := p.off
+	switch c := p.src[start]; c {
+	case '{':
+		return p.parseMap()
+	case '[':
+		return p.parseArray()
+	case '(':
+		return p.parseBlock()
+	case '"', '\'':
+		sp := p.pos(start)
+		s, end, _ := p.scanQuoted(false)
+		v := p.newValue()
+		v.Kind = String
+		v.Quote = Quote(c)
+		v.Str = s
+		v.Range = hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)}
+		v.Invalid = p.badString
+		p.off = end
+		return v
+	case ')':
+		p.unexpected("expected a value")
+		p.off++
+		return p.placeholder(start)
+	}
+	if p.curlyAt(start) {
+		s, end := p.scanCurly()
+		v := p.newValue()
+		v.Kind = String
+		v.Str = s
+		v.Range = p.rangeOf(start, end)
+		v.Invalid = true
+		p.off = end
+		return v
+	}
+	end := scanWord(p.src, start, false)
+	if end == start {
+		p.unexpected("expected a value")
+		p.off = p.runeEnd(start)
+		return p.placeholder(start)
+	}
+	v := p.newValue()
+	v.Range = p.rangeOf(start, end)
+	p.off = end
+	p.typeWord(v, p.str[start:end])
+	p.checkERB(start, v.Str)
+	return v
+}
+
+func (p *parser) parseMap() *Value {
+	open := p.rangeOf(p.off, p.off+1)
+	if p.depth >= maxDepth {
+		return p.tooDeep(Map, open)
+	}
+	p.off++
+	p.depth++
+	p.openMaps++
+	v := p.newValue()
+	v.Kind = Map
+	p.parseEntries(v, '}', open)
+	p.depth--
+	p.openMaps--
+	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
+	return v
+}
+
+func (p *parser) parseArray() *Value {
+	open := p.rangeOf(p.off, p.off+1)
+	if p.depth >= maxDepth {
+		return p.tooDeep(Array, open)
+	}
+	p.off++
+	p.depth++
+	p.openArrays++
+	v := p.newValue()
+	v.Kind = Array
+	base := len(p.valStack)
+	commaOK := false // an element came last, so one "," may follow
+	for !p.stopped {
+		p.skipBlank()
+		if p.off >= len(p.src) {
+			p.unterminated(codeUnterminatedArray, open, "array")
+			v.Invalid = true
+			break
+		}
+		c := p.src[p.off]
+		if c == ']' {
+			p.off++
+			break
+		}
+		if c == '}' {
+			if p.openMaps > 0 {
+				p.report(hcl.DiagError, codeUnterminatedArray, open, "array not closed before `}`",
+					"add `]` to close this array before the `}` at "+p.at(p.off))
+				v.Invalid = true
+				break
+			}
+			p.unmatched(c)
+			continue
+		}
+		if c == ',' && commaOK {
+			commaOK = false
+			p.off++
+			continue
+		}
+		if c == ',' || c == ';' {
+			p.errAt(codeExtraSeparator, p.off, "unexpected `"+string(c)+"` in array",
+				"array elements are separated by one `,` or a newline; remove this one")
+			p.off++
+			continue
+		}
+		p.valStack = append(p.valStack, p.parseValue())
+		commaOK = true
+		p.skipWS()
+		if p.atLineEnd() {
+			continue
+		}
+		switch p.src[p.off] {
+		case ',', ']', '}':
+			continue
+		}
+		if p.curlyAt(p.off) {
+			p.curlyError(p.off)
+		} else if p.src[p.off] == ';' {
+			p.errAt(codeMissingComma, p.off, "`;` between array elements",
+				"separate array elements with `,`; `;` only ends a map entry")
+		} else {
+			p.errAt(codeMissingComma, p.off, "missing `,` between array elements",
+				"separate array elements with `,` or put each on its own line")
+		}
+		p.skip(true)
+	}
+	p.depth--
+	p.openArrays--
+	v.Elems = p.takeValues(base)
+	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
+	return v
+}
+
+// parseBlock reads a block string: everything after "(" up to and including
+// the newline before a ")" that stands alone at the start of a line.
+func (p *parser) parseBlock() *Value {
+	start := p.off
+	v := p.newValue()
+	v.Kind = BlockString
+	v.Quote = Paren
+	k := blockClose(p.src, start+1)
+	if k < 0 {
+		open := p.rangeOf(start, start+1)
+		detail := "block strings close with `)` alone at the start of a line"
+		if h := p.indentedClose(start + 1); h >= 0 {
+			detail += "; the `)` on line " + strconv.Itoa(p.pos(h).Line) + " is indented or has text after it"
+		}
+		p.unterminatedDetail(codeUnterminatedBlock, open, "block string never closed", detail)
+		v.Str = p.str[start+1:]
+		v.Invalid = true
+		k = len(p.src) - 1
+	} else {
+		v.Str = p.str[start+1 : k]
+	}
+	v.Range = p.rangeOf(start, k+1)
+	p.off = k + 1
+	return v
+}
+
+// indentedClose finds the first line after from that holds only ")" with
+// blanks around it: the likely intended end of an unterminated block.
+func (p *parser) indentedClose(from int) int {
+	src := p.src
+	for i := from; i < len(src); {
+		j := bytes.IndexByte(src[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		e := lineEnd(src, i)
+		t := bytes.TrimSpace(src[i:e])
+		if len(t) == 1 && t[0] == ')' {
+			return i + bytes.IndexByte(src[i:e], ')')
+		}
+	}
+	return -1
+}
+
+func (p *parser) tooDeep(k Kind, open hcl.Range) *Value {
+	p.report(hcl.DiagError, codeTooDeep, open, "maps and arrays nested more than "+strconv.Itoa(maxDepth)+" levels deep",
+		"flatten the structure; the parser skips everything inside this bracket")
+	p.skip(false)
+	v := p.newValue()
+	v.Kind = k
+	v.Invalid = true
+	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
+	return v
+}
+
+// scanQuoted reads the quoted string at p.off and returns its decoded text
+// and the offset just past it. For values it sets p.badString when it had to
+// guess where a broken string ends. ok is false when a key could not be read.
+func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
+	src := p.src
+	start := p.off
+	q := src[start]
+	p.badString = false
+	p.pos(start) // keep the cursor behind every error position below
+	p.buf = p.buf[:0]
+	escaped := false
+	seg := start + 1
+	i := start + 1
+	for ; i < len(src); i++ {
+		c := src[i]
+		if c == q {
+			break
+		}
+		if c == '\n' {
+			return p.brokenString(start, i, key)
+		}
+		if c != '\\' || q != '"' || i+1 >= len(src) {
+			continue
+		}
+		var b byte
+		n := 2
+		switch src[i+1] {
+		case 't':
+			b = '\t'
+		case 'n':
+			b = '\n'
+		case 'r':
+			b = '\r'
+		case '"':
+			b = '"'
+		case '\\':
+			b = '\\'
+		case 'x':
+			h, okHex := unhex(src, i+2)
+			if !okHex {
+				p.errAt(codeUnknownEscape, i, "invalid `\\x` escape",
+					"`\\x` takes exactly two hex digits, as in `\\x41`")
+				p.badString = true
+				continue
+			}
+			b, n = h, 4
+		case '\n':
+			continue // reported as a line break below
+		default:
+			if src[i+1] == '\r' && i+2 < len(src) && src[i+2] == '\n' {
+				continue
+			}
+			p.report(hcl.DiagError, codeUnknownEscape, p.rangeOf(i, p.runeEnd(i+1)),
+				"unknown escape `\\"+string(p.str[i+1:p.runeEnd(i+1)])+"`",
+				"double-quoted strings know only \\t \\n \\r \\\" \\\\ and \\xHH; write `\\\\` for a backslash, or use single quotes, which take backslashes literally")
+			p.badString = true
+			continue
+		}
+		p.buf = append(p.buf, src[seg:i]...)
+		p.buf = append(p.buf, b)
+		escaped = true
+		i += n - 1
+		seg = i + 1
+	}
+	if i >= len(src) {
+		return p.brokenString(start, i, key)
+	}
+	s = p.str[start+1 : i]
+	if escaped {
+		s = string(append(p.buf, src[seg:i]...))
+	}
+	p.checkERB(start+1, p.str[start+1:i])
+	return s, i + 1, true
+}
+
+// brokenString handles a quoted string that meets a newline or the end of
+// the file at nl. If a closing quote later on makes a sensible end, the
+// string is a multi-line string, which NATS accepts but we reject; otherwise
+// the quote was never closed and the string is cut at the end of its line so
+// that the next line parses normally.
+func (p *parser) brokenString(start, nl int, key bool) (string, int, bool) {
+	src := p.src
+	q := src[start]
+	c := -1
+	if nl < len(src) {
+		c = p.closingQuote(q, nl)
+	}
+	if !key && c >= 0 {
+		if p.sensibleEnd(c + 1) {
+			p.report(hcl.DiagError, codeRawNewline, p.rangeOf(start, lineEnd(src, start)),
+				"quoted string runs over a line break",
+				"quoted strings end on the line they start; use a block string `(` … `)` for multi-line text, or `\\n`")
+			p.badString = true
+			// Escapes after the line break are not decoded: the value is
+			// already known to be wrong, and it keeps this path simple.
+			return p.str[start+1 : c], c + 1, true
+		}
+	}
+	e := lineEnd(src, start)
+	if nl < e {
+		e = nl
+	}
+	p.report(hcl.DiagError, codeUnterminatedString, p.rangeOf(start, e), "unterminated string",
+		"close the string with `"+string(q)+"` on the same line")
+	p.badString = true
+	if c < 0 {
+		// No quote closes it anywhere: the file was probably cut off
+		// inside the string, and the maps still open are the same story.
+		p.eofDone = true
+	}
+	return p.str[start+1 : e], e, false
+}
+
+
+// closingQuote finds the quote that would close a string still open at from.
+func (p *parser) closingQuote(q byte, from int) int {
+	src := p.src
+	for i := from; i < len(src); i++ {
+		switch src[i] {
+		case q:
+			return i
+		case '\\':
+			if q == '"' {
+				i++
+			}
+		}
+	}
+	return -1
+}
+
+// sensibleEnd reports whether a value could end at i: only blanks, then a
+// terminator, comment, newline, closer or the end of the file.
+func (p *parser) sensibleEnd(i int) bool {
+	src := p.src
+	for i < len(src) && (src[i] == ' ' || src[i] == '\t') {
+		i++
+	}
+	if i >= len(src) {
+		return true
+	}
+	switch src[i] {
+	case '\n', '\r', '#', ',', ';', '}', ']':
+		return true
+	}
+	return false
+}
+
+func unhex(src []byte, i int) (byte, bool) {
+	if i+2 > len(src) {
+		return 0, false
+	}
+	var b byte
+	for _, c := range src[i : i+2] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		b = b<<4 | c
+	}
+	return b, true
+}
+
+func (p *parser) curlyAt(i int) bool {
+	if i >= len(p.src) || p.src[i] < utf8.RuneSelf {
+		return false
+	}
+	r, _ := utf8.DecodeRune(p.src[i:])
+	return isCurly(r)
+}
+
+func (p *parser) curlyError(i int) {
+	p.errAt(codeCurlyQuote, i, "curly quote "+string(p.str[i:p.runeEnd(i)])+" where a straight quote belongs",
+		"use straight quotes (\" or '); curly quotes usually come from pasting out of a word processor or a web page")
+}
+
+// scanCurly reports the curly quote at p.off and reads up to its partner on
+// the same line, so that the text in between does not cause more errors.
+func (p *parser) scanCurly() (string, int) {
+	start := p.off
+	p.curlyError(start)
+	from := p.runeEnd(start)
+	e := lineEnd(p.src, start)
+	for i := from; i < e; {
+		if p.curlyAt(i) {
+			return p.str[from:i], p.runeEnd(i)
+		}
+		i = p.runeEnd(i)
+	}
+	return p.str[from:e], e
+}
+
+// typeWord gives a bare word its type: boolean, date-time, integer, float,
+// else string (DCONF.md §5.1), with warnings for words a reader, or NATS,
+// would take for another type.
+func (p *parser) typeWord(v *Value, w string) {
+	v.Kind = String
+	v.Str = w
+	switch c := w[0]; {
+	case c == 't' || c == 'T' || c == 'f' || c == 'F':
+		if strings.EqualFold(w, "true") || strings.EqualFold(w, "false") {
+			v.Kind = Bool
+			v.Bool = len(w) == 4
+			return
+		}
+	case c == 'y' || c == 'Y' || c == 'n' || c == 'N' || c == 'o' || c == 'O':
+		if len(w) <= 3 && (strings.EqualFold(w, "yes") || strings.EqualFold(w, "no") ||
+			strings.EqualFold(w, "on") || strings.EqualFold(w, "off")) {
+			p.report(hcl.DiagWarning, codeAmbiguousBool, v.Range, "ambiguous boolean-like word `"+w+"`",
+				"it stays the string \""+w+"\", but other parsers read it as a boolean; quote it, or use true/false")
+		}
+	case c == '-' || c == '.' || ('0' <= c && c <= '9'):
+		p.typeNumber(v, w)
+	}
+}
+
+const dateTimeLayout = "2006-01-02T15:04:05Z"
+
+func (p *parser) typeNumber(v *Value, w string) {
+	if isDateLike(w) {
+		if len(w) == len(dateTimeLayout) {
+			if t, err := time.Parse(dateTimeLayout, w); err == nil {
+				v.Kind = DateTime
+				v.Time = t
+				return
+			}
+		}
+		p.report(hcl.DiagWarning, codeDateLike, v.Range, "date-like word `"+w+"` is a string",
+			"only YYYY-MM-DDTHH:MM:SSZ is a date-time; quote the value to make it a string on purpose")
+		return
+	}
+	digits := w
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	intPart := leadingDigits(digits)
+	switch {
+	case intPart == len(digits) && intPart > 0:
+		n, err := strconv.ParseInt(w, 10, 64)
+		if err != nil {
+			p.report(hcl.DiagError, codeIntOverflow, v.Range, "integer `"+w+"` out of range",
+				"integers are signed 64-bit, from -9223372036854775808 to 9223372036854775807; quote the value to keep it as a string")
+			v.Invalid = true
+			return
+		}
+		v.Kind = Int
+		v.Int = n
+	case intPart < len(digits) && digits[intPart] == '.':
+		frac := leadingDigits(digits[intPart+1:])
+		if intPart+1+frac != len(digits) {
+			return // 10.0.0.1, 1.2.3-beta: strings
+		}
+		if intPart == 0 || frac == 0 {
+			if intPart+frac > 0 {
+				p.report(hcl.DiagWarning, codeAmbiguousNumber, v.Range, "number-like word `"+w+"` is a string",
+					"write a float with digits on both sides of the dot, as in 0.5, or quote the value")
+			}
+			return
+		}
+		f, err := strconv.ParseFloat(w, 64)
+		if err != nil {
+			return
+		}
+		v.Kind = Float
+		v.Float = f
+	}
+}
+
+func leadingDigits(s string) int {
+	i := 0
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// isDateLike reports a word that starts like YYYY-MM-DD.
+func isDateLike(w string) bool {
+	if len(w) < 10 || w[4] != '-' || w[7] != '-' {
+		return false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if w[i] < '0' || w[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *parser) checkERB(off int, s string) {
+	if !p.erbCheck {
+		return
+	}
+	i := strings.Index(s, "<%")
+	if i < 0 {
+		return
+	}
+	p.report(hcl.DiagError, codeERB, p.rangeOf(off+i, off+i+2), "this is an ERB template, not a rendered cluster.conf",
+		"render the template first (for example `erb cluster.conf.erb > cluster.conf`) and validate the result; nothing after this point was checked")
+	p.stopped = true
+}
+
+// unterminated reports a construct still open at the end of the file, once:
+// the maps around it are open for the same reason.
+func (p *parser) unterminated(code string, open hcl.Range, what string) {
+	p.unterminatedDetail(code, open, what+" never closed",
+		"add the missing `"+map[string]string{"map": "}", "array": "]"}[what]+"`; the file ends while this "+what+" is still open")
+}
+
+func (p *parser) unterminatedDetail(code string, open hcl.Range, summary, detail string) {
+	if p.eofDone {
+		return
+	}
+	p.eofDone = true
+	eof := p.pos(len(p.src))
+	p.reportRelated(code, open, summary, detail, []Related{{
+		Range:   hcl.Range{Filename: p.filename, Start: eof, End: eof},
+		Message: "end of file",
+	}})
+}
+
+func (p *parser) unexpected(what string) {
+	if p.curlyAt(p.off) {
+		p.curlyError(p.off)
+		return
+	}
+	ch := p.str[p.off:p.runeEnd(p.off)]
+	name := "`" + ch + "`"
+	if ch[0] < ' ' || ch[0] == 0x7f {
+		name = "control character " + runeName(rune(ch[0]))
+	}
+	detail := what + " here"
+	switch ch {
+	case "{", "[":
+		detail = "a map or array needs a key in front of it: `name " + ch + " … `"
+	case ")":
+		detail = "a block string ends with `)` alone at the start of a line"
+	case ":", "=":
+		detail = "a key goes before the `" + ch + "`"
+	}
+	p.errAt(codeUnexpectedChar, p.off, "unexpected "+name+"; "+what, detail)
+}
+
+// errAt reports an error at the character at off.
+func (p *parser) errAt(code string, off int, summary, detail string) {
+	if p.stopped {
+		return
+	}
+	p.report(hcl.DiagError, code, p.rangeOf(off, p.runeEnd(off)), summary, detail)
+}
+
+func (p *parser) report(sev hcl.DiagnosticSeverity, code string, r hcl.Range, summary, detail string) {
+	p.reportRelated0(sev, code, r, summary, detail, nil)
+}
+
+func (p *parser) reportRelated(code string, r hcl.Range, summary, detail string, rel []Related) {
+	p.reportRelated0(hcl.DiagError, code, r, summary, detail, rel)
+}
+
+func (p *parser) reportRelated0(sev hcl.DiagnosticSeverity, code string, r hcl.Range, summary, detail string, rel []Related) {
+	if p.stopped && code != codeERB {
+		return
+	}
+	if sev == hcl.DiagError && code != codeERB {
+		// One error per line: a second one is almost always a consequence
+		// of the first.
+		if p.errLines[r.Start.Line] {
+			return
+		}
+		if p.errLines == nil {
+			p.errLines = map[int]bool{}
+		}
+		p.errLines[r.Start.Line] = true
+	}
+	subj := r
+	p.diags = append(p.diags, &hcl.Diagnostic{
+		Severity: sev,
+		Summary:  summary,
+		Detail:   detail,
+		Subject:  &subj,
+		Extra:    &Extra{Code: code, Related: rel},
+	})
+}
+
+// at formats the position of off for messages.
+func (p *parser) at(off int) string {
+	q := p.pos(off)
+	return "line " + strconv.Itoa(q.Line) + ", column " + strconv.Itoa(q.Column)
+}
+
+func (p *parser) placeholder(off int) *Value {
+	v := p.newValue()
+	v.Kind = String
+	v.Invalid = true
+	q := p.pos(off)
+	v.Range = hcl.Range{Filename: p.filename, Start: q, End: q}
+	return v
+}
+
+func (p *parser) newValue() *Value {
+	if len(p.vals) == 0 {
+		p.vals = make([]Value, slabSize(p.off, len(p.src)))
+	}
+	v := &p.vals[0]
+	p.vals = p.vals[1:]
+	return v
+}
+
+func (p *parser) newEntry() *Entry {
+	if len(p.ents) == 0 {
+		p.ents = make([]Entry, slabSize(p.off, len(p.src)))
+	}
+	e := &p.ents[0]
+	p.ents = p.ents[1:]
+	return e
+}
+
+// slabSize guesses how many nodes the rest of the source needs, so that a
+// small file does not pay for a large slab.
+func slabSize(off, n int) int {
+	s := (n - off) / 16
+	return min(max(s, 4), 512)
+}
+
+func (p *parser) takeEntries(base int) []*Entry {
+	n := len(p.entStack) - base
+	if n == 0 {
+		return nil
+	}
+	if len(p.entPtrs) < n {
+		p.entPtrs = make([]*Entry, max(n, slabSize(p.off, len(p.src))*2))
+	}
+	out := p.entPtrs[:n:n]
+	p.entPtrs = p.entPtrs[n:]
+	copy(out, p.entStack[base:])
+	clear(p.entStack[base:])
+	p.entStack = p.entStack[:base]
+	return out
+}
+
+func (p *parser) takeValues(base int) []*Value {
+	n := len(p.valStack) - base
+	if n == 0 {
+		return nil
+	}
+	if len(p.valPtrs) < n {
+		p.valPtrs = make([]*Value, max(n, slabSize(p.off, len(p.src))*2))
+	}
+	out := p.valPtrs[:n:n]
+	p.valPtrs = p.valPtrs[n:]
+	copy(out, p.valStack[base:])
+	clear(p.valStack[base:])
+	p.valStack = p.valStack[:base]
+	return out
+}
