@@ -569,7 +569,6 @@ func (p *parser) brokenString(start, nl int, key bool) (string, int, bool) {
 	return p.str[start+1 : e], e, false
 }
 
-
 // closingQuote finds the quote that would close a string still open at from.
 func (p *parser) closingQuote(q byte, from int) int {
 	src := p.src
