@@ -183,3 +183,11 @@ func encodeJSON(v any) []byte {
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
+
+func decodeDone(b []byte) (*Done, error) {
+	var d Done
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}

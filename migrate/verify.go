@@ -1,0 +1,241 @@
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Store3 is read in chunks, one (bucket, first escaped byte of the key) at
+// a time: Consul's list has no pagination, and the escaped alphabet
+// partitions a bucket's keys, so memory stays bounded by the largest chunk.
+
+// chunkID names a chunk: "<escaped bucket>/<first escaped byte>".
+func chunkID(relKey string) string {
+	i := strings.IndexByte(relKey, '/')
+	return relKey[:i+2]
+}
+
+// scanStore calls fn for each chunk of pairs under prefix outside
+// migration/, and foreign for every key no record can produce that it
+// finds. Keys under a bucket whose first byte lies outside the escaped
+// alphabet are not listed: only a writer that ignores the escaping and the
+// lock can put them there.
+func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, pairs []Pair) error, foreign func(key string)) error {
+	top, err := kv.Keys(ctx, prefix, "/")
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	for _, dir := range top {
+		if dir == migrationDir(prefix) {
+			continue
+		}
+		eb, ok := strings.CutSuffix(dir[len(prefix):], "/")
+		if !ok || strings.Contains(eb, "/") {
+			foreign(dir)
+			continue
+		}
+		if _, err := UnescapeSegment(eb); err != nil {
+			foreign(dir)
+			continue
+		}
+		// The empty record key, the one key a chunk cannot hold.
+		if p, err := kv.Get(ctx, dir); err != nil {
+			return fmt.Errorf("read %q: %w", dir, err)
+		} else if p != nil {
+			foreign(dir)
+		}
+		for i := 0; i < len(EscapedAlphabet); i++ {
+			chunk := dir + EscapedAlphabet[i:i+1]
+			pairs, err := kv.List(ctx, chunk)
+			if err != nil {
+				return fmt.Errorf("list %q: %w", chunk, err)
+			}
+			if len(pairs) == 0 {
+				continue
+			}
+			if err := fn(chunk[len(prefix):], pairs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// tallyStore counts and digests what store3 holds under prefix.
+func tallyStore(ctx context.Context, kv KV, prefix string) (Tally, []string, error) {
+	var t Tally
+	var foreign []string
+	err := scanStore(ctx, kv, prefix, func(_ string, pairs []Pair) error {
+		for _, p := range pairs {
+			if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
+				foreign = append(foreign, p.Key)
+				continue
+			}
+			t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
+		}
+		return nil
+	}, func(k string) { foreign = append(foreign, k) })
+	return t, foreign, err
+}
+
+// The kinds of difference Verify reports.
+const (
+	DiffMissing   = "missing"   // in store2, not in store3
+	DiffExtra     = "extra"     // in store3, not in store2
+	DiffDifferent = "different" // in both, with another version or data
+)
+
+// DiffEntry is one record that differs.
+type DiffEntry struct {
+	Kind     string
+	Bucket   string // decoded; empty for a foreign key
+	Key      string
+	StoreKey string
+	Detail   string
+}
+
+// Diff is what Verify found.
+type Diff struct {
+	Prefix        string
+	Source, Store Tally // count and digest of each side
+	Entries       []DiffEntry
+	Omitted       int // entries beyond max
+}
+
+// Equal reports whether both stores hold the same records.
+func (d *Diff) Equal() bool { return len(d.Entries) == 0 && d.Omitted == 0 && d.Source.Equal(d.Store) }
+
+// Verify compares store2 and store3 record by record, in bounded memory:
+// one pass over store2 tallies each chunk, store3 is tallied chunk by
+// chunk, and only the chunks that differ are compared record by record, on
+// a second pass. At most max entries are listed (all when max <= 0).
+func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Diff, error) {
+	d := &Diff{Prefix: prefix}
+	add := func(e DiffEntry) {
+		if max > 0 && len(d.Entries) >= max {
+			d.Omitted++
+			return
+		}
+		d.Entries = append(d.Entries, e)
+	}
+	snap, err := src.Snapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open store2 snapshot: %w", err)
+	}
+	defer snap.Close(context.WithoutCancel(ctx))
+
+	srcChunks := map[string]*Tally{}
+	err = snap.Scan(ctx, func(r *Record) error {
+		rel, err := RelKey(r.Bucket, r.Key)
+		if err == nil && r.Bucket == "migration" {
+			err = fmt.Errorf(`bucket "migration" is reserved`)
+		}
+		if err != nil {
+			add(DiffEntry{Kind: DiffMissing, Bucket: r.Bucket, Key: r.Key, Detail: "cannot be stored: " + err.Error()})
+			return nil
+		}
+		c := chunkID(rel)
+		t := srcChunks[c]
+		if t == nil {
+			t = &Tally{}
+			srcChunks[c] = t
+		}
+		t.Add(rel, r.Version, r.Data)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read store2: %w", err)
+	}
+	for _, t := range srcChunks {
+		d.Source.Merge(*t)
+	}
+
+	differ := map[string]bool{}
+	seen := map[string]bool{}
+	err = scanStore(ctx, kv, prefix, func(chunk string, pairs []Pair) error {
+		var t Tally
+		for _, p := range pairs {
+			if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
+				add(DiffEntry{Kind: DiffExtra, StoreKey: p.Key, Detail: "foreign key: " + err.Error()})
+				continue
+			}
+			t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
+		}
+		d.Store.Merge(t)
+		seen[chunk] = true
+		if s := srcChunks[chunk]; s == nil || !s.Equal(t) {
+			differ[chunk] = true
+		}
+		return nil
+	}, func(k string) {
+		add(DiffEntry{Kind: DiffExtra, StoreKey: k, Detail: "foreign key"})
+	})
+	if err != nil {
+		return nil, err
+	}
+	for c := range srcChunks {
+		if !seen[c] {
+			differ[c] = true
+		}
+	}
+	if len(differ) == 0 {
+		return d, nil
+	}
+
+	// Second pass, only over the chunks that differ.
+	type held struct {
+		version int64
+		sum     [sha256.Size]byte
+		size    int
+	}
+	store := map[string]held{}
+	for c := range differ {
+		pairs, err := kv.List(ctx, prefix+c)
+		if err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix+c, err)
+		}
+		for _, p := range pairs {
+			if _, _, err := ParseStoreKey(prefix, p.Key); err == nil {
+				store[p.Key[len(prefix):]] = held{int64(p.Flags), sha256.Sum256(p.Value), len(p.Value)}
+			}
+		}
+	}
+	var found []DiffEntry
+	err = snap.Scan(ctx, func(r *Record) error {
+		rel, err := RelKey(r.Bucket, r.Key)
+		if err != nil || r.Bucket == "migration" || !differ[chunkID(rel)] {
+			return nil
+		}
+		h, ok := store[rel]
+		delete(store, rel)
+		e := DiffEntry{Bucket: r.Bucket, Key: r.Key, StoreKey: prefix + rel}
+		switch {
+		case !ok:
+			e.Kind, e.Detail = DiffMissing, fmt.Sprintf("version %d, %d bytes", r.Version, len(r.Data))
+		case h.version != r.Version:
+			e.Kind, e.Detail = DiffDifferent, fmt.Sprintf("version %d in store2, %d in store3", r.Version, h.version)
+		case h.sum != sha256.Sum256(r.Data):
+			e.Kind, e.Detail = DiffDifferent, fmt.Sprintf("data differs: %d bytes in store2, %d in store3", len(r.Data), h.size)
+		default:
+			return nil
+		}
+		found = append(found, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read store2: %w", err)
+	}
+	for rel, h := range store {
+		b, k, _ := ParseStoreKey("", rel)
+		found = append(found, DiffEntry{Kind: DiffExtra, Bucket: b, Key: k, StoreKey: prefix + rel,
+			Detail: fmt.Sprintf("version %d, %d bytes", h.version, h.size)})
+	}
+	slices.SortFunc(found, func(a, b DiffEntry) int { return strings.Compare(a.StoreKey, b.StoreKey) })
+	for _, e := range found {
+		add(e)
+	}
+	return d, nil
+}
