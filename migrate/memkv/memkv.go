@@ -360,7 +360,7 @@ func (s *Store) Holder(key string) string {
 	return ""
 }
 
-func (l *lock) Session() string        { return l.session }
+func (l *lock) Session() string       { return l.session }
 func (l *lock) Lost() <-chan struct{} { return l.lost }
 
 func (l *lock) Unlock(ctx context.Context) error {
