@@ -28,6 +28,9 @@ const (
 	modeDir     = 0o755
 )
 
+// rename is os.Rename, replaced by tests to make a rotation fail.
+var rename = os.Rename
+
 // maxPartial bounds the unterminated tail Write holds back.
 const maxPartial = 1 << 20
 
@@ -266,7 +269,7 @@ func (d *Dir) Write(p []byte) (int, error) {
 		if len(d.partial) > maxPartial {
 			// A writer that never ends its line must not grow memory
 			// without bound: cut the fragment into a line of its own.
-			err := d.writeLines(append(d.partial, '\n'))
+			_, err := d.writeLines(append(d.partial, '\n'))
 			d.partial = d.partial[:0]
 			if err != nil {
 				return 0, err
@@ -275,43 +278,52 @@ func (d *Dir) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	lines := p[:end]
-	if len(d.partial) > 0 {
+	held := len(d.partial)
+	if held > 0 {
 		lines = append(d.partial, lines...)
 		d.partial = d.partial[:0]
 	}
-	if err := d.writeLines(lines); err != nil {
-		return 0, err
+	done, err := d.writeLines(lines)
+	if done < len(lines) {
+		return max(done-held, 0), err
 	}
 	d.partial = append(d.partial, p[end:]...)
-	return len(p), nil
+	return len(p), err
 }
 
-// writeLines writes b, which ends in a newline, rotating between lines.
-func (d *Dir) writeLines(b []byte) error {
-	for len(b) > 0 {
+// writeLines writes b, which ends in a newline, rotating between lines. A
+// rotation that fails with current still open does not cost the lines: they
+// go on into current, past MaxSize, the error is returned, and the next
+// Write tries to rotate again.
+func (d *Dir) writeLines(b []byte) (int, error) {
+	var rotateErr error
+	done := 0
+	for done < len(b) {
 		if d.cur == nil {
 			if err := d.openCurrent(); err != nil {
-				return err
+				return done, errors.Join(rotateErr, err)
 			}
 		}
-		n := d.fit(b)
+		rest := b[done:]
+		n := len(rest)
+		if rotateErr == nil {
+			n = d.fit(rest)
+		}
 		if n == 0 {
 			if d.size > 0 {
-				if err := d.rotate(); err != nil {
-					return err
-				}
+				rotateErr = d.rotate()
 				continue
 			}
-			n = bytes.IndexByte(b, '\n') + 1 // longer than MaxSize: alone
+			n = bytes.IndexByte(rest, '\n') + 1 // longer than MaxSize: alone
 		}
-		w, err := d.cur.Write(b[:n])
+		w, err := d.cur.Write(rest[:n])
 		d.size += int64(w)
+		done += w
 		if err != nil {
-			return fmt.Errorf("write %s: %w", d.file("current"), err)
+			return done, errors.Join(rotateErr, fmt.Errorf("write %s: %w", d.file("current"), err))
 		}
-		b = b[n:]
 	}
-	return nil
+	return done, rotateErr
 }
 
 // fit returns the length of the longest run of whole lines at the start of b
@@ -346,7 +358,7 @@ func (d *Dir) rotate() error {
 		d.cur.Chmod(modeCurrent)
 		return fmt.Errorf("rotate %s: %w", d.path, err)
 	}
-	if err := os.Rename(d.file("current"), d.file(name)); err != nil {
+	if err := rename(d.file("current"), d.file(name)); err != nil {
 		d.cur.Chmod(modeCurrent)
 		return fmt.Errorf("rotate %s: %w", d.path, err)
 	}
@@ -444,7 +456,8 @@ func (d *Dir) Close() error {
 	d.closed = true
 	var errs []error
 	if len(d.partial) > 0 {
-		errs = append(errs, d.writeLines(append(d.partial, '\n')))
+		_, err := d.writeLines(append(d.partial, '\n'))
+		errs = append(errs, err)
 		d.partial = nil
 	}
 	if d.cur != nil {

@@ -400,3 +400,30 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Error("current does not end with a newline")
 	}
 }
+
+func TestFailedRotationKeepsLines(t *testing.T) {
+	dir := t.TempDir()
+	d := openT(t, dir, Options{MaxSize: 10, Now: newClock().Now})
+	write(t, d, "line 000\n")
+	broken := errors.New("rename refused")
+	rename = func(string, string) error { return broken }
+	t.Cleanup(func() { rename = os.Rename })
+	n, err := d.Write([]byte("line 001\n"))
+	if !errors.Is(err, broken) || n != 9 {
+		t.Errorf("Write during failed rotation = %d, %v; want 9, the rename error", n, err)
+	}
+	if got := perm(t, filepath.Join(dir, "current")); got != 0o644 {
+		t.Errorf("mode of current after the failed rotation = %v, want 0644", got)
+	}
+	rename = os.Rename
+	write(t, d, "line 002\n")
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := contents(t, dir), "line 000\nline 001\nline 002\n"; got != want {
+		t.Errorf("directory holds %q, want %q", got, want)
+	}
+	if got := oldFiles(t, dir, ".s"); len(got) != 1 {
+		t.Errorf("rotated files %v, want the one retried rotation", got)
+	}
+}
