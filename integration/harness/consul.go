@@ -296,8 +296,8 @@ func (c *Consul) Restart() error {
 	return c.waitReady(ctx, c.expect)
 }
 
-// waitReady waits until the server sees a leader and peers raft peers, and a
-// KV write through it succeeds.
+// waitReady waits until the server sees a leader and peers raft peers, its
+// node is registered (sessions need it), and a KV write through it succeeds.
 func (c *Consul) waitReady(ctx context.Context, peers int) error {
 	cl := c.Client()
 	var last error
@@ -340,6 +340,18 @@ func (c *Consul) probe(ctx context.Context, cl *api.Client, peers int) error {
 	}
 	if len(ps) != peers {
 		return fmt.Errorf("%d raft peers, want %d", len(ps), peers)
+	}
+	// Sessions need the node registered with a passing serfHealth check.
+	checks, _, err := cl.Health().Node(c.Name, q)
+	if err != nil {
+		return err
+	}
+	healthy := false
+	for _, ch := range checks {
+		healthy = healthy || (ch.CheckID == "serfHealth" && ch.Status == api.HealthPassing)
+	}
+	if !healthy {
+		return errors.New("node not registered with a passing serfHealth yet")
 	}
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	_, err = cl.KV().Put(&api.KVPair{Key: "harness/ready/" + c.Name, Value: []byte("ok")}, w)

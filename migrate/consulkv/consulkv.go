@@ -1,0 +1,199 @@
+// Package consulkv is store3: migrate.KV and migrate.Locker on Consul's KV
+// store, through consul/api.
+//
+// Every error is classified for the migration: connection failures, 5xx
+// answers (a leader election: "No cluster leader") and request timeouts are
+// migrate.Transient; a 403 says "permission denied" and matches
+// ErrPermissionDenied; a request over the server's limits matches
+// ErrRequestTooLarge; a rolled-back transaction is a *migrate.TxnError, and
+// also migrate.ErrLockLost when its fence failed. The token never appears in
+// an error.
+package consulkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/apcera/deployhook/migrate"
+)
+
+// Config says how to reach Consul. Empty fields fall back to consul/api's
+// environment (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
+// CONSUL_HTTP_SSL and the TLS variables), then to 127.0.0.1:8500.
+type Config struct {
+	Address   string // host:port, or a URL (http://, https://)
+	Token     string // wins over TokenFile
+	TokenFile string
+	// RequestTimeout bounds each non-blocking request (default 30s); a
+	// request that runs out of it is Transient.
+	RequestTimeout time.Duration
+}
+
+// ErrPermissionDenied is a request the token may not make: HTTP 403, or a
+// transaction rolled back because an op was denied (then also a
+// *migrate.TxnError).
+var ErrPermissionDenied = errors.New("permission denied")
+
+// ErrRequestTooLarge is a transaction refused for its size: more than 128
+// ops, or a body over the server's limit (HTTP 413).
+var ErrRequestTooLarge = errors.New("request too large")
+
+// MaxOps is Consul 1.16's fixed limit on operations in one transaction,
+// the fence included.
+const MaxOps = 128
+
+// Store is store3 on one Consul agent.
+type Store struct {
+	c       *api.Client
+	token   string
+	timeout time.Duration
+}
+
+var (
+	_ migrate.KV     = (*Store)(nil)
+	_ migrate.Locker = (*Store)(nil)
+)
+
+// New makes a client; it does not contact the server.
+func New(cfg Config) (*Store, error) {
+	ac := api.DefaultConfig()
+	if cfg.Address != "" {
+		ac.Address = cfg.Address
+	}
+	// Resolve the token here, with consul/api's precedence, so that we
+	// know what to scrub from errors.
+	tokenFile := ac.TokenFile // CONSUL_HTTP_TOKEN_FILE wins over CONSUL_HTTP_TOKEN
+	switch {
+	case cfg.Token != "":
+		ac.Token, tokenFile = cfg.Token, ""
+	case cfg.TokenFile != "":
+		tokenFile = cfg.TokenFile
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read consul token file: %w", err)
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			ac.Token = t
+		}
+	}
+	ac.TokenFile = ""
+	if ac.Transport != nil {
+		// Several transactions are in flight: keep their connections.
+		ac.Transport.MaxIdleConnsPerHost = 64
+	}
+	c, err := api.NewClient(ac)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	s := &Store{c: c, token: ac.Token, timeout: cfg.RequestTimeout}
+	if s.timeout <= 0 {
+		s.timeout = 30 * time.Second
+	}
+	return s, nil
+}
+
+// Client is the underlying consul/api client.
+func (s *Store) Client() *api.Client { return s.c }
+
+// Get implements migrate.KV.
+func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	p, _, err := s.c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, s.classify(ctx, fmt.Sprintf("get %q", key), err)
+	}
+	if p == nil {
+		return nil, nil
+	}
+	pair := toPair(p)
+	return &pair, nil
+}
+
+// List implements migrate.KV.
+func (s *Store) List(ctx context.Context, prefix string) ([]migrate.Pair, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	ps, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, s.classify(ctx, fmt.Sprintf("list %q", prefix), err)
+	}
+	out := make([]migrate.Pair, len(ps))
+	for i, p := range ps {
+		out[i] = toPair(p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Keys implements migrate.KV.
+func (s *Store) Keys(ctx context.Context, prefix, separator string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	keys, _, err := s.c.KV().Keys(prefix, separator, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, s.classify(ctx, fmt.Sprintf("keys %q", prefix), err)
+	}
+	sort.Strings(keys)
+	return keys, nil
+}
+
+// Index implements migrate.KV: the X-Consul-Index of a keys read under
+// prefix.
+func (s *Store) Index(ctx context.Context, prefix string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, meta, err := s.c.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return 0, s.classify(ctx, fmt.Sprintf("index of %q", prefix), err)
+	}
+	return meta.LastIndex, nil
+}
+
+func toPair(p *api.KVPair) migrate.Pair {
+	return migrate.Pair{Key: p.Key, Value: p.Value, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
+}
+
+// Limits implements migrate.KV: txn_max_req_len and kv_max_value_size from
+// /v1/agent/self (DebugConfig.TxnMaxReqLen, DebugConfig.KVMaxValueSize),
+// which needs agent:read.
+func (s *Store) Limits(ctx context.Context) migrate.Limits {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var self struct {
+		DebugConfig struct {
+			TxnMaxReqLen   int64
+			KVMaxValueSize int64
+		}
+	}
+	_, err := s.c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx))
+	if err == nil && (self.DebugConfig.TxnMaxReqLen <= 0 || self.DebugConfig.KVMaxValueSize <= 0) {
+		err = errors.New("no DebugConfig.TxnMaxReqLen or DebugConfig.KVMaxValueSize in the answer")
+	}
+	if err != nil {
+		l := migrate.DefaultLimits
+		l.FromServer = false
+		l.ServerReason = fmt.Sprintf("%v; assuming Consul 1.16 defaults", s.classify(ctx, "read limits from /v1/agent/self", err))
+		if errors.Is(err, ErrPermissionDenied) || isStatus(err, http.StatusForbidden) {
+			l.ServerReason = "read limits from /v1/agent/self: permission denied (the token lacks agent:read); assuming Consul 1.16 defaults"
+		}
+		return l
+	}
+	txn, val := int(self.DebugConfig.TxnMaxReqLen), int(self.DebugConfig.KVMaxValueSize)
+	return migrate.Limits{MaxOps: MaxOps, MaxBody: max(txn, val), MaxValue: val, FromServer: true}
+}
+
+func isStatus(err error, code int) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == code
+}

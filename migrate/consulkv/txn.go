@@ -1,0 +1,102 @@
+package consulkv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/apcera/deployhook/migrate"
+)
+
+// txnResponse is the part of /v1/txn's answer we read: the per-op errors.
+// The results of set ops carry no values, and we do not need them.
+type txnResponse struct {
+	Errors []struct {
+		OpIndex int
+		What    string
+	}
+}
+
+// Txn implements migrate.KV. With a fence, op 0 is a check-session on the
+// lock key, so len(ops)+1 must stay within MaxOps.
+func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) error {
+	if fence.Session != "" && fence.LockKey == "" {
+		return errors.New("txn: fence without a lock key")
+	}
+	tops := make(api.TxnOps, 0, len(ops)+1)
+	if fence.Session != "" {
+		tops = append(tops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: fence.LockKey, Session: fence.Session}})
+	}
+	for _, op := range ops {
+		verb, err := kvVerb(op.Verb)
+		if err != nil {
+			return err
+		}
+		kv := &api.KVTxnOp{Verb: verb, Key: op.Key, Value: op.Value, Flags: op.Flags, Index: op.Index}
+		tops = append(tops, &api.TxnOp{KV: kv})
+	}
+	if len(tops) == 0 {
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	what := fmt.Sprintf("txn of %d ops", len(tops))
+	_, err := s.c.Raw().Write("/v1/txn", tops, nil, (&api.WriteOptions{}).WithContext(ctx))
+	if err == nil {
+		return nil
+	}
+	var se api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusConflict {
+		return s.classify(ctx, what, err)
+	}
+
+	// 409: rolled back, with the reasons.
+	var resp txnResponse
+	if jerr := json.Unmarshal([]byte(se.Body), &resp); jerr != nil {
+		return fmt.Errorf("%s: rolled back, unreadable reasons %q: %w", what, se.Body, jerr)
+	}
+	te := &migrate.TxnError{}
+	fenceFailed, denied := false, false
+	for _, e := range resp.Errors {
+		te.Errors = append(te.Errors, fmt.Sprintf("op %d: %s", e.OpIndex, e.What))
+		// Consul vets every op against the ACLs before it runs any, and
+		// reports a denial as a rolled-back op.
+		if strings.HasPrefix(strings.ToLower(e.What), "permission denied") {
+			denied = true
+		} else if fence.Session != "" && e.OpIndex == 0 {
+			fenceFailed = true
+		}
+	}
+	if len(te.Errors) == 0 {
+		te.Errors = []string{se.Body}
+	}
+	switch {
+	case denied:
+		return fmt.Errorf("%s: %w: %w", what, ErrPermissionDenied, te)
+	case fenceFailed:
+		return fmt.Errorf("%s: %w: session %s no longer holds %q: %w", what, migrate.ErrLockLost, fence.Session, fence.LockKey, te)
+	}
+	return fmt.Errorf("%s: %w", what, te)
+}
+
+func kvVerb(v migrate.Verb) (api.KVOp, error) {
+	switch v {
+	case migrate.VerbSet:
+		return api.KVSet, nil
+	case migrate.VerbDelete:
+		return api.KVDelete, nil
+	case migrate.VerbDeleteTree:
+		return api.KVDeleteTree, nil
+	case migrate.VerbCheckNotExists:
+		return api.KVCheckNotExists, nil
+	case migrate.VerbCheckIndex:
+		return api.KVCheckIndex, nil
+	}
+	return "", fmt.Errorf("txn: unsupported verb %q", v)
+}
