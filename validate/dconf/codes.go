@@ -13,6 +13,7 @@ package dconf
 //	unexpected-character   a character that cannot start a key or a value here
 //	missing-value          a key with no value on its line ("{" or "[" may start on a later line)
 //	missing-separator      a bare key touches its value: need whitespace, ":" or "="
+//	missing-quote          a bare key ends in a quote that was never opened (identity": …)
 //	missing-comma          two array elements on one line without ","
 //	extra-separator        a leading or doubled "," or ";"
 //	expected-newline       something follows a value on its line without "," or ";"
@@ -42,6 +43,7 @@ const (
 	codeMissingValue       = "missing-value"
 	codeMissingSeparator   = "missing-separator"
 	codeMissingComma       = "missing-comma"
+	codeMissingQuote       = "missing-quote"
 	codeExtraSeparator     = "extra-separator"
 	codeExpectedNewline    = "expected-newline"
 	codeUnknownEscape      = "unknown-escape"

@@ -160,6 +160,15 @@ func (p *parser) parseEntry() *Entry {
 		}
 		key = p.str[start:end]
 		p.checkERB(start, key)
+		if p.strayQuote(end) {
+			// `identity": {`: the opening quote is missing. Reading the
+			// stray quote as part of the key keeps the rest of the line,
+			// and the map it opens, intact.
+			end++
+			p.report(hcl.DiagError, codeMissingQuote, hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)},
+				"key `"+key+"` ends with a quote that has no opening quote",
+				"add the opening `"+p.str[end-1:end]+"` before `"+key+"`")
+		}
 	}
 	e := p.newEntry()
 	e.Key = key
@@ -216,6 +225,18 @@ func (p *parser) unmatched(c byte) {
 	p.errAt(codeUnmatchedBrace, p.off, "unmatched `"+string(c)+"`",
 		"remove it, or add the `"+open+"` it was meant to close")
 	p.off++
+}
+
+// strayQuote reports a quote at i that directly follows a bare key and is
+// itself followed by a key separator.
+func (p *parser) strayQuote(i int) bool {
+	src := p.src
+	if i >= len(src) || (src[i] != '"' && src[i] != '\'') {
+		return false
+	}
+	for i++; i < len(src) && (src[i] == ' ' || src[i] == '\t'); i++ {
+	}
+	return i < len(src) && (src[i] == ':' || src[i] == '=')
 }
 
 func (p *parser) missingValue(e *Entry) {
