@@ -79,7 +79,7 @@ func TestTxnOpsLimit(t *testing.T) {
 		t.Errorf("fence and 127 ops: %v", err)
 	}
 	for name, err := range map[string]error{
-		"129 ops":            s.Txn(ctx, migrate.Fence{}, sets(129)),
+		"129 ops":           s.Txn(ctx, migrate.Fence{}, sets(129)),
 		"fence and 128 ops": s.Txn(ctx, fence, sets(128)),
 	} {
 		if !errors.Is(err, consulkv.ErrRequestTooLarge) || !strings.Contains(err.Error(), "Transaction contains too many operations (129 > 128)") {
