@@ -1,0 +1,355 @@
+// Package migratetest is the conformance suite every implementation of
+// migrate.KV, migrate.Locker and migrate.Source passes: the in-memory fakes
+// of memkv, and the real Consul and PostgreSQL implementations. It checks
+// each behaviour the migration relies on.
+package migratetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/apcera/deployhook/migrate"
+)
+
+// lostWithin is how long a real Consul may take to report a lost lock.
+const lostWithin = 30 * time.Second
+
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("migratetest/%d/", rand.Uint64())
+}
+
+// TestKV runs the KV and Locker conformance suite. newKV returns a fresh
+// store; the suite works under a random prefix of its own.
+func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker)) {
+	ctx := context.Background()
+	setup := func(t *testing.T) (migrate.KV, migrate.Locker, string, migrate.Lock) {
+		kv, lk := newKV(t)
+		p := testPrefix(t)
+		l, err := lk.TryLock(ctx, p+"migration/.lock", 5*time.Second)
+		if err != nil {
+			t.Fatalf("TryLock: %v", err)
+		}
+		t.Cleanup(func() { _ = l.Unlock(context.Background()) })
+		return kv, lk, p, l
+	}
+	fenceOf := func(p string, l migrate.Lock) migrate.Fence {
+		return migrate.Fence{LockKey: p + "migration/.lock", Session: l.Session()}
+	}
+	set := func(k, v string, flags uint64) migrate.Op {
+		return migrate.Op{Verb: migrate.VerbSet, Key: k, Value: []byte(v), Flags: flags}
+	}
+
+	t.Run("SetGetListKeys", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		ops := []migrate.Op{set(p+"b/2", "two", 2), set(p+"a/1", "one", 1), set(p+"b/1", "", 1<<63), set(p+"c", "leaf", 0), set(p+"a/x/y", "deep", 5)}
+		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
+			t.Fatalf("Txn: %v", err)
+		}
+		got, err := kv.Get(ctx, p+"b/2")
+		if err != nil || got == nil || string(got.Value) != "two" || got.Flags != 2 || got.ModifyIndex == 0 {
+			t.Fatalf("Get = %+v, %v", got, err)
+		}
+		if got, err := kv.Get(ctx, p+"b/1"); err != nil || got == nil || len(got.Value) != 0 || got.Flags != 1<<63 {
+			t.Fatalf("Get of an empty value = %+v, %v", got, err)
+		}
+		if got, err := kv.Get(ctx, p+"absent"); err != nil || got != nil {
+			t.Fatalf("Get of an absent key = %+v, %v", got, err)
+		}
+		pairs, err := kv.List(ctx, p+"b/")
+		if err != nil || len(pairs) != 2 || pairs[0].Key != p+"b/1" || pairs[1].Key != p+"b/2" {
+			t.Fatalf("List = %+v, %v", pairs, err)
+		}
+		keys, err := kv.Keys(ctx, p, "/")
+		if want := []string{p + "a/", p + "b/", p + "c", p + "migration/"}; err != nil || !slices.Equal(keys, want) {
+			t.Fatalf("Keys(sep /) = %q, %v; want %q", keys, err, want)
+		}
+		keys, err = kv.Keys(ctx, p+"a/", "")
+		if want := []string{p + "a/1", p + "a/x/y"}; err != nil || !slices.Equal(keys, want) {
+			t.Fatalf("Keys = %q, %v; want %q", keys, err, want)
+		}
+	})
+
+	t.Run("ListSortedByteOrder", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		var ops []migrate.Op
+		for _, k := range []string{"z", "A", "=3D", "-", "_", "a.b", "0", "=C3=A9", "a"} {
+			ops = append(ops, set(p+"s/"+k, k, 0))
+		}
+		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
+			t.Fatal(err)
+		}
+		pairs, err := kv.List(ctx, p+"s/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.IsSortedFunc(pairs, func(a, b migrate.Pair) int { return bytes.Compare([]byte(a.Key), []byte(b.Key)) }) || len(pairs) != len(ops) {
+			t.Fatalf("List not sorted: %v", pairs)
+		}
+	})
+
+	t.Run("DeleteAndDeleteTree", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		f := fenceOf(p, l)
+		if err := kv.Txn(ctx, f, []migrate.Op{set(p+"t/1", "x", 0), set(p+"t/2/3", "x", 0), set(p+"t2", "x", 0), set(p+"u", "x", 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.Txn(ctx, f, []migrate.Op{{Verb: migrate.VerbDeleteTree, Key: p + "t/"}, {Verb: migrate.VerbDelete, Key: p + "u"}, {Verb: migrate.VerbDelete, Key: p + "absent"}}); err != nil {
+			t.Fatal(err)
+		}
+		keys, err := kv.Keys(ctx, p, "")
+		if want := []string{p + "migration/.lock", p + "t2"}; err != nil || !slices.Equal(keys, want) {
+			t.Fatalf("after deletes: %q, %v; want %q", keys, err, want)
+		}
+	})
+
+	t.Run("RolledBackTxnIsAnErrorAndAtomic", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		f := fenceOf(p, l)
+		if err := kv.Txn(ctx, f, []migrate.Op{set(p+"done", "x", 0)}); err != nil {
+			t.Fatal(err)
+		}
+		err := kv.Txn(ctx, f, []migrate.Op{set(p+"new", "x", 0), {Verb: migrate.VerbCheckNotExists, Key: p + "done"}, set(p+"done", "y", 0)})
+		var te *migrate.TxnError
+		if !errors.As(err, &te) || errors.Is(err, migrate.ErrLockLost) {
+			t.Fatalf("check-not-exists on a present key: %v, want a *TxnError", err)
+		}
+		if got, _ := kv.Get(ctx, p+"new"); got != nil {
+			t.Fatal("a rolled-back transaction wrote a key")
+		}
+		if got, _ := kv.Get(ctx, p+"done"); got == nil || string(got.Value) != "x" {
+			t.Fatalf("a rolled-back transaction changed a key: %+v", got)
+		}
+		if err := kv.Txn(ctx, f, []migrate.Op{{Verb: migrate.VerbCheckNotExists, Key: p + "other"}, set(p+"other", "z", 0)}); err != nil {
+			t.Fatalf("check-not-exists on an absent key: %v", err)
+		}
+	})
+
+	t.Run("CheckIndexOfAbsentKeyFails", func(t *testing.T) {
+		kv, _, p, _ := setup(t)
+		before, err := kv.Index(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = kv.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbCheckIndex, Key: p + "probe", Index: 1<<64 - 1}, set(p+"probe", "x", 0)})
+		var te *migrate.TxnError
+		if !errors.As(err, &te) {
+			t.Fatalf("probe: %v, want a *TxnError", err)
+		}
+		if got, _ := kv.Get(ctx, p+"probe"); got != nil {
+			t.Fatal("probe wrote its key")
+		}
+		if after, err := kv.Index(ctx, p); err != nil || after != before {
+			t.Fatalf("index %d -> %d (%v) after a rolled-back probe", before, after, err)
+		}
+	})
+
+	t.Run("MaxOps", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		lim := kv.Limits(ctx)
+		if lim.MaxOps < 2 || lim.MaxBody <= 0 || lim.MaxValue <= 0 {
+			t.Fatalf("Limits = %+v", lim)
+		}
+		ops := make([]migrate.Op, lim.MaxOps-1)
+		for i := range ops {
+			ops[i] = set(fmt.Sprintf("%sm/%03d", p, i), "x", 0)
+		}
+		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
+			t.Fatalf("MaxOps ops with the fence: %v", err)
+		}
+		if err := kv.Txn(ctx, fenceOf(p, l), append(ops, set(p+"m/over", "x", 0))); err == nil {
+			t.Fatal("MaxOps+1 ops accepted")
+		}
+	})
+
+	t.Run("FenceRejectsAfterSessionDestroyed", func(t *testing.T) {
+		kv, lk, p, l := setup(t)
+		f := fenceOf(p, l)
+		if err := lk.DestroySession(ctx, l.Session()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-l.Lost():
+		case <-time.After(lostWithin):
+			t.Fatal("Lost() did not fire after the session was destroyed")
+		}
+		err := kv.Txn(ctx, f, []migrate.Op{set(p+"late", "x", 0)})
+		if !errors.Is(err, migrate.ErrLockLost) {
+			t.Fatalf("fenced write after the loss: %v, want ErrLockLost", err)
+		}
+		var te *migrate.TxnError
+		if !errors.As(err, &te) {
+			t.Fatalf("fenced write after the loss: %v, want a *TxnError too", err)
+		}
+		if got, _ := kv.Get(ctx, p+"late"); got != nil {
+			t.Fatal("a write behind a lost fence landed")
+		}
+	})
+
+	t.Run("LocksExclusive", func(t *testing.T) {
+		kv, lk, p, l := setup(t)
+		key := p + "migration/.lock"
+		if got, err := kv.Get(ctx, key); err != nil || got == nil || got.Session != l.Session() {
+			t.Fatalf("lock key %+v, %v: want session %q", got, err, l.Session())
+		}
+		start := time.Now()
+		if _, err := lk.TryLock(ctx, key, 300*time.Millisecond); !errors.Is(err, migrate.ErrLockBusy) {
+			t.Fatalf("second TryLock: %v, want ErrLockBusy", err)
+		}
+		if time.Since(start) < 250*time.Millisecond {
+			t.Fatalf("TryLock gave up after %s, before its wait", time.Since(start))
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		l2, err := lk.TryLock(ctx, key, 10*time.Second)
+		if err != nil {
+			t.Fatalf("TryLock after Unlock: %v", err)
+		}
+		defer l2.Unlock(ctx)
+		if l2.Session() == l.Session() {
+			t.Fatal("new lock reuses the old session")
+		}
+		// The old session's fence no longer passes.
+		if err := kv.Txn(ctx, migrate.Fence{LockKey: key, Session: l.Session()}, []migrate.Op{set(p+"x", "x", 0)}); !errors.Is(err, migrate.ErrLockLost) {
+			t.Fatalf("old fence: %v, want ErrLockLost", err)
+		}
+	})
+
+	t.Run("TryLockWaitsForRelease", func(t *testing.T) {
+		_, lk, p, l := setup(t)
+		got := make(chan error, 1)
+		go func() {
+			l2, err := lk.TryLock(ctx, p+"migration/.lock", lostWithin)
+			if err == nil {
+				err = l2.Unlock(ctx)
+			}
+			got <- err
+		}()
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; err != nil {
+			t.Fatalf("waiting TryLock: %v", err)
+		}
+	})
+}
+
+// SourceWriter is what a Source factory may also return to let the suite
+// check snapshot isolation: Insert adds or replaces a record.
+type SourceWriter interface {
+	Insert(ctx context.Context, r migrate.Record) error
+}
+
+// TestSource runs the Source conformance suite. newSource returns a store2
+// holding records.
+func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Record) migrate.Source) {
+	ctx := context.Background()
+	recs := []migrate.Record{
+		{Bucket: "jobs", Key: "b", Version: 2, Data: []byte("jb")},
+		{Bucket: "jobs", Key: "a", Version: 1, Data: []byte("ja")},
+		{Bucket: "jobs", Key: "é", Version: 3, Data: []byte{0, 1, 2}},
+		{Bucket: "jobs", Key: "Z", Version: 4, Data: []byte{}},
+		{Bucket: "Jobs", Key: "x", Version: -1, Data: bytes.Repeat([]byte("big"), 100000)},
+		{Bucket: "packages", Key: "job::/sandbox/admin::web", Version: 1 << 40, Data: []byte("p")},
+		{Bucket: "jobs", Key: "a b", Version: 5, Data: []byte("space")},
+	}
+	want := slices.Clone(recs)
+	slices.SortFunc(want, func(a, b migrate.Record) int {
+		if c := bytes.Compare([]byte(a.Bucket), []byte(b.Bucket)); c != 0 {
+			return c
+		}
+		return bytes.Compare([]byte(a.Key), []byte(b.Key))
+	})
+	scan := func(t *testing.T, snap migrate.Snapshot) []migrate.Record {
+		var got []migrate.Record
+		if err := snap.Scan(ctx, func(r *migrate.Record) error {
+			c := *r
+			c.Data = bytes.Clone(r.Data)
+			got = append(got, c)
+			return nil
+		}); err != nil {
+			t.Fatalf("Scan: %v", err)
+		}
+		return got
+	}
+	same := func(t *testing.T, got, want []migrate.Record) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("scanned %d records, want %d", len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.Bucket != w.Bucket || g.Key != w.Key || g.Version != w.Version || !bytes.Equal(g.Data, w.Data) {
+				t.Fatalf("record %d = %q/%q v%d (%d bytes), want %q/%q v%d (%d bytes)", i, g.Bucket, g.Key, g.Version, len(g.Data), w.Bucket, w.Key, w.Version, len(w.Data))
+			}
+		}
+	}
+
+	t.Run("CountAndByteOrder", func(t *testing.T) {
+		src := newSource(t, recs)
+		snap, err := src.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		if n, err := snap.Count(ctx); err != nil || n != int64(len(recs)) {
+			t.Fatalf("Count = %d, %v; want %d", n, err, len(recs))
+		}
+		same(t, scan(t, snap), want)
+	})
+
+	t.Run("ScanStopsOnCallbackError", func(t *testing.T) {
+		snap, err := newSource(t, recs).Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		stop := errors.New("stop")
+		n := 0
+		err = snap.Scan(ctx, func(*migrate.Record) error { n++; return stop })
+		if !errors.Is(err, stop) || n != 1 {
+			t.Fatalf("Scan = %v after %d records, want the callback's error after 1", err, n)
+		}
+	})
+
+	t.Run("Empty", func(t *testing.T) {
+		snap, err := newSource(t, nil).Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		if n, err := snap.Count(ctx); err != nil || n != 0 {
+			t.Fatalf("Count = %d, %v", n, err)
+		}
+		same(t, scan(t, snap), nil)
+	})
+
+	t.Run("SnapshotIsolation", func(t *testing.T) {
+		src := newSource(t, recs)
+		w, ok := src.(SourceWriter)
+		if !ok {
+			t.Skip("source does not implement SourceWriter")
+		}
+		snap, err := src.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		if n, err := snap.Count(ctx); err != nil || n != int64(len(recs)) {
+			t.Fatalf("Count = %d, %v", n, err)
+		}
+		if err := w.Insert(ctx, migrate.Record{Bucket: "jobs", Key: "new", Version: 1, Data: []byte("n")}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := snap.Count(ctx); err != nil || n != int64(len(recs)) {
+			t.Fatalf("Count after an insert = %d, %v", n, err)
+		}
+		same(t, scan(t, snap), want)
+	})
+}
