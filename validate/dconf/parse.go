@@ -166,8 +166,8 @@ func (p *parser) parseEntry() *Entry {
 			// and the map it opens, intact.
 			end++
 			p.report(hcl.DiagError, codeMissingQuote, hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)},
-				"key `"+key+"` ends with a quote that has no opening quote",
-				"add the opening `"+p.str[end-1:end]+"` before `"+key+"`")
+				"key `"+show(key)+"` ends with a quote that has no opening quote",
+				"add the opening `"+p.str[end-1:end]+"` before `"+show(key)+"`")
 		}
 	}
 	e := p.newEntry()
@@ -209,9 +209,9 @@ func (p *parser) parseEntry() *Entry {
 	if !spaced && !sep && !quoted {
 		detail := "need whitespace, `:` or `=` between key and value"
 		if q := p.src[p.off]; q == '"' || q == '\'' {
-			detail = "`" + key + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
+			detail = "`" + show(key) + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
 		}
-		p.errAt(codeMissingSeparator, p.off, "missing space between key `"+key+"` and its value", detail)
+		p.errAt(codeMissingSeparator, p.off, "missing space between key `"+show(key)+"` and its value", detail)
 	}
 	e.Value = p.parseValue()
 	return e
@@ -240,7 +240,7 @@ func (p *parser) strayQuote(i int) bool {
 }
 
 func (p *parser) missingValue(e *Entry) {
-	p.report(hcl.DiagError, codeMissingValue, e.KeyRange, "missing value for key `"+e.Key+"`",
+	p.report(hcl.DiagError, codeMissingValue, e.KeyRange, "missing value for key `"+show(e.Key)+"`",
 		"write the value on the key's line; only a map `{` or an array `[` may start on a later line")
 	e.Value = p.placeholder(e.KeyRange.End.Byte)
 }
@@ -530,7 +530,7 @@ func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
 				continue
 			}
 			p.report(hcl.DiagError, codeUnknownEscape, p.rangeOf(i, p.runeEnd(i+1)),
-				"unknown escape `\\"+string(p.str[i+1:p.runeEnd(i+1)])+"`",
+				"unknown escape `"+show("\\"+p.str[i+1:p.runeEnd(i+1)])+"`",
 				"double-quoted strings know only \\t \\n \\r \\\" \\\\ and \\xHH; write `\\\\` for a backslash, or use single quotes, which take backslashes literally")
 			p.badString = true
 			continue
@@ -708,7 +708,7 @@ func (p *parser) typeNumber(v *Value, w string) {
 				return
 			}
 		}
-		p.report(hcl.DiagWarning, codeDateLike, v.Range, "date-like word `"+w+"` is a string",
+		p.report(hcl.DiagWarning, codeDateLike, v.Range, "date-like word `"+show(w)+"` is a string",
 			"only YYYY-MM-DDTHH:MM:SSZ is a date-time; quote the value to make it a string on purpose")
 		return
 	}
@@ -721,7 +721,7 @@ func (p *parser) typeNumber(v *Value, w string) {
 	case intPart == len(digits) && intPart > 0:
 		n, err := strconv.ParseInt(w, 10, 64)
 		if err != nil {
-			p.report(hcl.DiagError, codeIntOverflow, v.Range, "integer `"+w+"` out of range",
+			p.report(hcl.DiagError, codeIntOverflow, v.Range, "integer `"+show(w)+"` out of range",
 				"integers are signed 64-bit, from -9223372036854775808 to 9223372036854775807; quote the value to keep it as a string")
 			v.Invalid = true
 			return
@@ -735,7 +735,7 @@ func (p *parser) typeNumber(v *Value, w string) {
 		}
 		if intPart == 0 || frac == 0 {
 			if intPart+frac > 0 {
-				p.report(hcl.DiagWarning, codeAmbiguousNumber, v.Range, "number-like word `"+w+"` is a string",
+				p.report(hcl.DiagWarning, codeAmbiguousNumber, v.Range, "number-like word `"+show(w)+"` is a string",
 					"write a float with digits on both sides of the dot, as in 0.5, or quote the value")
 			}
 			return
@@ -935,4 +935,19 @@ func (p *parser) takeValues(base int) []*Value {
 	clear(p.valStack[base:])
 	p.valStack = p.valStack[:base]
 	return out
+}
+
+// show makes source text fit a one-line summary: control characters escaped,
+// long text cut.
+func show(s string) string {
+	if len(s) > 60 {
+		s = s[:57] + "..."
+	}
+	for _, r := range s {
+		if r < ' ' || r == 0x7f || r == utf8.RuneError {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
