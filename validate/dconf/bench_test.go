@@ -43,33 +43,36 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
-// TestLinearTime guards the promises that do not show in the benchmark: a
-// megabyte on one line and a deeply nested file. It compares against a
-// normal file of the same size instead of asserting an absolute time, so a
-// quadratic path shows up as a ratio, whatever the machine.
+// TestLinearTime guards the promises the benchmark does not show: a
+// megabyte on one line, deep nesting, files full of errors. It compares the
+// time for a 128 KiB input with the time for the same shape eight times
+// larger, so a quadratic path shows up as a ratio near 64 whatever the
+// machine; linear is 8.
 func TestLinearTime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
-	base := GenerateClusterConf(30000) // about 1 MB
-	size := len(base)
-	cases := map[string][]byte{
-		"one-line-array": []byte("a: [" + strings.Repeat("1,", size/2) + "]"),
-		"one-line-word":  []byte("a: " + strings.Repeat("x", size)),
-		"one-line-maps":  []byte(strings.Repeat("a {b: 1}; ", size/10)),
-		"one-line-errs":  []byte(strings.Repeat("a b c ", size/6)),
-		"stray-braces":   []byte(strings.Repeat("}", size)),
-		"deep-open":      []byte(strings.Repeat("[", size)),
-		"deep-lines":     []byte("a: " + strings.Repeat("{b:\n", size/4)),
-		"quotes":         []byte(strings.Repeat("a: \"x\n", size/6)),
-		"comments":       []byte(strings.Repeat("# c\n", size/4) + "k"),
-		"missing-values": []byte(strings.Repeat("k\n# c\n", size/6)),
-		"unicode-line":   []byte("a: " + strings.Repeat("é\u00a0", size/4)),
+	shapes := map[string]func(size int) []byte{
+		"generated":      func(n int) []byte { return GenerateClusterConf(n / 30) },
+		"one-line-array": func(n int) []byte { return []byte("a: [" + strings.Repeat("1,", n/2) + "]") },
+		"one-line-word":  func(n int) []byte { return []byte("a: " + strings.Repeat("x", n)) },
+		"one-line-maps":  func(n int) []byte { return []byte(strings.Repeat("a {b: 1}; ", n/10)) },
+		"one-line-errs":  func(n int) []byte { return []byte(strings.Repeat("a b c ", n/6)) },
+		"stray-braces":   func(n int) []byte { return []byte(strings.Repeat("}", n)) },
+		"deep-open":      func(n int) []byte { return []byte(strings.Repeat("[", n)) },
+		"deep-lines":     func(n int) []byte { return []byte("a: " + strings.Repeat("{b:\n", n/4)) },
+		"quotes":         func(n int) []byte { return []byte(strings.Repeat("a: \"x\n", n/6)) },
+		"sq-quotes":      func(n int) []byte { return []byte(strings.Repeat("a: 'x\n", n/6)) },
+		"comments":       func(n int) []byte { return []byte(strings.Repeat("# c\n", n/4) + "k") },
+		"missing-values": func(n int) []byte { return []byte(strings.Repeat("k:\n# c\n", n/7)) },
+		"unicode-line":   func(n int) []byte { return []byte("a: " + strings.Repeat("é\u00a0", n/4)) },
+		"blocks":         func(n int) []byte { return []byte(strings.Repeat("b: (x)\n", n/7)) },
 	}
-	ref := timeParse(base)
-	for name, src := range cases {
-		if d := timeParse(src); d > 20*ref+50*time.Millisecond {
-			t.Errorf("%s: %v for %d bytes, against %v for the generated file: not linear", name, d, len(src), ref)
+	const small = 128 << 10
+	for name, gen := range shapes {
+		a, b := timeParse(gen(small)), timeParse(gen(8*small))
+		if b > 24*a+20*time.Millisecond {
+			t.Errorf("%s: %v for 128 KiB, %v for 1 MiB: not linear", name, a, b)
 		}
 	}
 }

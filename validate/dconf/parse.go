@@ -2,6 +2,7 @@ package dconf
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,7 @@ type parser struct {
 	cur      hcl.Pos // position cursor for pos
 
 	diags         hcl.Diagnostics
-	errLines      map[int]bool // lines that already have an error
+	errLines      []int // lines that already have an error, sorted
 	spaceWarnLine int
 	eofDone       bool // an error already explains the end of file; open maps stay quiet
 	badString     bool // the last quoted string was broken and its value is a guess
@@ -196,6 +197,14 @@ func (p *parser) parseEntry() *Entry {
 	if p.atLineEnd() {
 		if !p.nextIsBracket() {
 			p.missingValue(e)
+			if sep && p.loneValueNext() {
+				// `k:` then the value alone on the next line: one
+				// mistake. Take the value, so that it is not read as a
+				// key without a value too.
+				p.skipBlank()
+				e.Value = p.parseValue()
+				e.Value.Invalid = true
+			}
 			return e
 		}
 		p.skipBlank()
@@ -237,6 +246,47 @@ func (p *parser) strayQuote(i int) bool {
 	for i++; i < len(src) && (src[i] == ' ' || src[i] == '\t'); i++ {
 	}
 	return i < len(src) && (src[i] == ':' || src[i] == '=')
+}
+
+// loneValueNext reports whether the next line holding a token holds just one
+// quoted string or bare word, which cannot be an entry of its own.
+func (p *parser) loneValueNext() bool {
+	src := p.src
+	i := p.off
+	for i < len(src) {
+		switch src[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+			continue
+		case '#':
+			i = lineEnd(src, i)
+			continue
+		}
+		break
+	}
+	if i >= len(src) {
+		return false
+	}
+	switch c := src[i]; {
+	case c == '"' || c == '\'':
+		j := bytes.IndexByte(src[i+1:lineEnd(src, i)], c)
+		if j < 0 {
+			return false
+		}
+		i += j + 2
+	case c < utf8.RuneSelf && class[c] != clWord:
+		return false
+	default:
+		j := scanWord(src, i, false)
+		if j == i || bytes.IndexByte(src[i:j], ':') >= 0 || bytes.IndexByte(src[i:j], '=') >= 0 {
+			return false
+		}
+		i = j
+	}
+	for i < len(src) && (src[i] == ' ' || src[i] == '\t') {
+		i++
+	}
+	return i >= len(src) || src[i] == '\n' || src[i] == '\r' || src[i] == '#'
 }
 
 func (p *parser) missingValue(e *Entry) {
@@ -847,22 +897,41 @@ func (p *parser) reportRelated0(sev hcl.DiagnosticSeverity, code string, r hcl.R
 	if sev == hcl.DiagError && code != codeERB {
 		// One error per line: a second one is almost always a consequence
 		// of the first.
-		if p.errLines[r.Start.Line] {
+		if !p.claimLine(r.Start.Line) {
 			return
 		}
-		if p.errLines == nil {
-			p.errLines = map[int]bool{}
-		}
-		p.errLines[r.Start.Line] = true
 	}
-	subj := r
-	p.diags = append(p.diags, &hcl.Diagnostic{
+	d := &struct {
+		hcl.Diagnostic
+		subj  hcl.Range
+		extra Extra
+	}{subj: r, extra: Extra{Code: code, Related: rel}}
+	d.Diagnostic = hcl.Diagnostic{
 		Severity: sev,
 		Summary:  summary,
 		Detail:   detail,
-		Subject:  &subj,
-		Extra:    &Extra{Code: code, Related: rel},
-	})
+		Subject:  &d.subj,
+		Extra:    &d.extra,
+	}
+	p.diags = append(p.diags, &d.Diagnostic)
+}
+
+// claimLine records an error on line, unless the line has one already.
+// Errors come almost always in line order, so errLines stays sorted by a
+// plain append and the rare late one (an unclosed map at its "{") is a
+// binary search.
+func (p *parser) claimLine(line int) bool {
+	n := len(p.errLines)
+	if n == 0 || p.errLines[n-1] < line {
+		p.errLines = append(p.errLines, line)
+		return true
+	}
+	i := sort.SearchInts(p.errLines, line)
+	if p.errLines[i] == line {
+		return false
+	}
+	p.errLines = slices.Insert(p.errLines, i, line)
+	return true
 }
 
 // at formats the position of off for messages.

@@ -158,6 +158,8 @@ func TestNoCascade(t *testing.T) {
 		"erb-rest":          "a: <%= x %>\n}}}\n\"\nb: (\n",
 		"raw-newline":       "motd: \"hello\nworld\"\nnext: 1\n",
 		"missing-key-quote": "m {\n  identity\": {\n    a: 1\n  }\n}\n",
+		"value-next-line":   "a:\n  \"x\"\nc: 1\n",
+		"word-next-line":    "b =\n   word # c\nc: 1\n",
 	}
 	for name, src := range cases {
 		t.Run(name, func(t *testing.T) {
