@@ -1,0 +1,241 @@
+// Package pgsource is store2: migrate.Source on a component's PostgreSQL
+// record table, through pgx.
+//
+// A snapshot is one REPEATABLE READ, READ ONLY transaction on its own
+// connection; Scan streams the table in byte order with constant memory. A
+// missing database (3D000) or table (42P01) is migrate.ErrNeverUsed;
+// connection failures, server restarts and timeouts are migrate.Transient.
+// The password never appears in an error.
+package pgsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apcera/deployhook/migrate"
+)
+
+// DefaultTable is the store2 record table's name.
+const DefaultTable = "store2_records"
+
+// Config says where store2 is.
+type Config struct {
+	// URL is a libpq connection string (URL or keyword/value). Empty, or
+	// for what it leaves out, libpq's PG* environment and .pgpass apply.
+	URL string
+	// Database is used when neither URL nor PGDATABASE names one: the
+	// component's database (jmdb, pmdb, asdb).
+	Database string
+	// Table is the record table, a plain identifier (default
+	// store2_records).
+	Table string
+	// ConnectTimeout applies when the URL sets none (default 10s).
+	ConnectTimeout time.Duration
+}
+
+// Source reads one component's store2.
+type Source struct {
+	conn     *pgx.ConnConfig
+	table    string // as configured, for messages
+	quoted   string // quoted for SQL
+	password string // to scrub from errors
+}
+
+var _ migrate.Source = (*Source)(nil)
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
+
+// New checks cfg; it does no I/O (connections are opened per snapshot).
+func New(ctx context.Context, cfg Config) (*Source, error) {
+	table := cfg.Table
+	if table == "" {
+		table = DefaultTable
+	}
+	if !identRE.MatchString(table) || len(table) > 63 {
+		return nil, fmt.Errorf("store2 table %q is not a plain identifier (letters, digits, _ and $, at most 63 bytes)", table)
+	}
+	cc, err := parse(cfg.URL, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	if cc.Database == "" {
+		return nil, errors.New("store2 connection names no database, and no default was given")
+	}
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = cfg.ConnectTimeout
+		if cc.ConnectTimeout <= 0 {
+			cc.ConnectTimeout = 10 * time.Second
+		}
+	}
+	if _, ok := cc.RuntimeParams["application_name"]; !ok {
+		cc.RuntimeParams["application_name"] = "deployhook"
+	}
+	return &Source{conn: cc, table: table, quoted: pgx.Identifier{table}.Sanitize(), password: cc.Password}, nil
+}
+
+// parse parses connString, naming db when the connection string and the
+// environment name no database. It parses again rather than set the field,
+// so that the .pgpass lookup sees the database.
+func parse(connString, db string) (*pgx.ConnConfig, error) {
+	cc, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse store2 connection string: %s", scrubText(err.Error(), ""))
+	}
+	if cc.Database != "" || db == "" {
+		return cc, nil
+	}
+	switch {
+	case strings.HasPrefix(connString, "postgres://") || strings.HasPrefix(connString, "postgresql://"):
+		u, err := url.Parse(connString)
+		if err != nil {
+			return nil, errors.New("parse store2 connection URL: malformed")
+		}
+		u.Path, u.RawPath = "/"+db, ""
+		connString = u.String()
+	default:
+		connString = strings.TrimSpace(connString + " dbname='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(db) + "'")
+	}
+	cc, err = pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse store2 connection string: %s", scrubText(err.Error(), ""))
+	}
+	return cc, nil
+}
+
+// Database is the database the source reads.
+func (s *Source) Database() string { return s.conn.Database }
+
+// Table is the record table the source reads.
+func (s *Source) Table() string { return s.table }
+
+// String names the source for messages: user, host, port, database and
+// table, never the password.
+func (s *Source) String() string {
+	return fmt.Sprintf("%s.%s on %s", s.conn.Database, s.table, s.server())
+}
+
+func (s *Source) server() string {
+	host := s.conn.Host
+	if strings.HasPrefix(host, "/") {
+		return fmt.Sprintf("%s@%s (socket, port %d)", s.conn.User, host, s.conn.Port)
+	}
+	return fmt.Sprintf("%s@%s", s.conn.User, net.JoinHostPort(host, strconv.Itoa(int(s.conn.Port))))
+}
+
+func (s *Source) connect(ctx context.Context) (*pgx.Conn, error) {
+	c, err := pgx.ConnectConfig(ctx, s.conn.Copy())
+	if err != nil {
+		return nil, s.wrap(ctx, "connect to store2 "+s.server(), err)
+	}
+	return c, nil
+}
+
+// Close releases the source. Snapshots have their own connections and are
+// closed on their own.
+func (s *Source) Close() error { return nil }
+
+// HasRecords reports whether the table holds at least one record: the
+// cheap check of `run`. A database or table that does not exist is an error
+// wrapping migrate.ErrNeverUsed (no records).
+func (s *Source) HasRecords(ctx context.Context) (bool, error) {
+	c, err := s.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close(context.Background())
+	var ok bool
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+s.quoted+")").Scan(&ok); err != nil {
+		return false, s.wrap(ctx, "check for records in "+s.String(), err)
+	}
+	return ok, nil
+}
+
+// Snapshot implements migrate.Source.
+func (s *Source) Snapshot(ctx context.Context) (migrate.Snapshot, error) {
+	c, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		// The first statement fixes the snapshot, and finds a missing
+		// table now rather than in the middle of the migration.
+		_, err = tx.Exec(ctx, "SELECT 1 FROM "+s.quoted+" LIMIT 0")
+	}
+	if err != nil {
+		c.Close(context.Background())
+		return nil, s.wrap(ctx, "open a snapshot of "+s.String(), err)
+	}
+	return &snapshot{s: s, conn: c, tx: tx}, nil
+}
+
+type snapshot struct {
+	s    *Source
+	conn *pgx.Conn
+	tx   pgx.Tx
+}
+
+func (sn *snapshot) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := sn.tx.QueryRow(ctx, "SELECT count(*) FROM "+sn.s.quoted).Scan(&n); err != nil {
+		return 0, sn.s.wrap(ctx, "count records of "+sn.s.String(), err)
+	}
+	return n, nil
+}
+
+// Scan streams the rows in (bucket, key) byte order. Their raw binary
+// values are used in place: nothing but the two strings is allocated per
+// row, and Data points into pgx's read buffer until the next row.
+func (sn *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) error {
+	what := "scan " + sn.s.String()
+	rows, err := sn.tx.Query(ctx,
+		`SELECT bucket, key, version, data FROM `+sn.s.quoted+` ORDER BY bucket COLLATE "C", key COLLATE "C"`,
+		pgx.QueryResultFormats{pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode})
+	if err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	defer rows.Close()
+	var rec migrate.Record
+	for rows.Next() {
+		raw := rows.RawValues()
+		if len(raw) != 4 || raw[0] == nil || raw[1] == nil || raw[2] == nil || raw[3] == nil {
+			return fmt.Errorf("%s: a row with a NULL column", what)
+		}
+		if len(raw[2]) != 8 {
+			return fmt.Errorf("%s: version of %d bytes, want a binary bigint", what, len(raw[2]))
+		}
+		rec.Bucket = string(raw[0])
+		rec.Key = string(raw[1])
+		rec.Version = int64(uint64(raw[2][0])<<56 | uint64(raw[2][1])<<48 | uint64(raw[2][2])<<40 | uint64(raw[2][3])<<32 |
+			uint64(raw[2][4])<<24 | uint64(raw[2][5])<<16 | uint64(raw[2][6])<<8 | uint64(raw[2][7]))
+		rec.Data = raw[3]
+		if err := fn(&rec); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	return nil
+}
+
+func (sn *snapshot) Close(ctx context.Context) error {
+	err := sn.tx.Rollback(ctx)
+	cerr := sn.conn.Close(ctx)
+	if errors.Is(err, pgx.ErrTxClosed) || sn.conn.IsClosed() && err != nil {
+		err = nil // the connection, and with it the transaction, is gone
+	}
+	if err = errors.Join(err, cerr); err != nil {
+		return sn.s.wrap(ctx, "close the snapshot of "+sn.s.String(), err)
+	}
+	return nil
+}
