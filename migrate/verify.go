@@ -12,10 +12,37 @@ import (
 // a time: Consul's list has no pagination, and the escaped alphabet
 // partitions a bucket's keys, so memory stays bounded by the largest chunk.
 
-// chunkID names a chunk: "<escaped bucket>/<first escaped byte>".
+// chunkID names a chunk: "<escaped bucket>/<first escaped byte>". A key
+// that starts with "." takes one more byte, two more for "..": a listed
+// prefix must never end in a "." or ".." path segment, which Consul's HTTP
+// server cleans away (listing "jobs/." would list all of "jobs/"). Escaping
+// guarantees no key is exactly "." or "..", so the longer ids exist.
 func chunkID(relKey string) string {
-	i := strings.IndexByte(relKey, '/')
-	return relKey[:i+2]
+	i := strings.IndexByte(relKey, '/') + 1
+	n := 1
+	for n < 3 && i+n < len(relKey) && relKey[i+n-1] == '.' {
+		n++
+	}
+	return relKey[:min(i+n, len(relKey))]
+}
+
+// chunkPrefixes lists the chunks of one bucket directory in key order:
+// every first escaped byte, with "." split as chunkID splits it.
+func chunkPrefixes(dir string) []string {
+	var out []string
+	var walk func(p string, depth int)
+	walk = func(p string, depth int) {
+		for i := 0; i < len(EscapedAlphabet); i++ {
+			c := p + EscapedAlphabet[i:i+1]
+			if EscapedAlphabet[i] == '.' && depth < 2 {
+				walk(c, depth+1)
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+	walk(dir, 0)
+	return out
 }
 
 // scanStore calls fn for each chunk of pairs under prefix outside
@@ -47,8 +74,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, 
 		} else if p != nil {
 			foreign(dir)
 		}
-		for i := 0; i < len(EscapedAlphabet); i++ {
-			chunk := dir + EscapedAlphabet[i:i+1]
+		for _, chunk := range chunkPrefixes(dir) {
 			pairs, err := kv.List(ctx, chunk)
 			if err != nil {
 				return fmt.Errorf("list %q: %w", chunk, err)
