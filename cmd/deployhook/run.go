@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/apcera/deployhook/migrate"
+	"github.com/apcera/deployhook/migrate/pgsource"
+	"github.com/apcera/deployhook/runitlog"
+	"github.com/apcera/deployhook/validate"
+)
+
+func init() { registered = append(registered, runCommand) }
+
+// checkTimeout bounds each data-loss check, so that `run` never holds up a
+// deploy for longer than that when a store does not answer.
+const checkTimeout = 2 * time.Second
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "deploy hook: check the settings and start the component's migration in the background",
+		ArgsUsage: " ",
+		Description: `What the Chef recipe runs on every central host. It validates the component
+conf, refuses settings that would silently lose data, and when the component
+is set to migrate and store3 has no done marker, starts "deployhook migrate"
+detached (own session, logging to the component's log_dir) and returns.
+Exit codes: 0 started or nothing to do, 2 usage, 3 invalid or refused.`,
+		Flags: []cli.Flag{
+			confFlag, kindFlag, migrateFlag, hostnameFlag,
+			&cli.BoolFlag{Name: "accept-empty-store3", Usage: "start components on store3 without migrating although store2 holds records"},
+			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost)"},
+		},
+		Action: runRun,
+	}
+}
+
+func runRun(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return exitf(exitUsage, "run takes no arguments, got %q (flags come before arguments)", c.Args().First())
+	}
+	comps, err := loadComponents(c)
+	if err != nil {
+		return err
+	}
+	log := newLog(c.App.ErrWriter)
+	var firstErr error
+	for _, comp := range comps {
+		if err := runComponent(c, log, comp); err != nil {
+			log.Errorf("%s: %v", comp.Name, err)
+			if firstErr == nil {
+				firstErr = silent(codeOf(err))
+			}
+		}
+	}
+	return firstErr
+}
+
+// runComponent applies the setting rules of DESIGN.md "Settings that lose
+// data" to one component and starts its migration when one is due.
+func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) error {
+	ctx := c.Context
+	doneKey := comp.Consul.Prefix + "migration/.done"
+	switch {
+	case comp.Kind == "store2":
+		done, err := doneExists(ctx, comp)
+		switch {
+		case err != nil:
+			log.Warnf("%s: skipped the store2-revert check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
+		case done && !c.Bool("accept-store2-revert"):
+			return exitf(exitInvalid, "refusing kind = store2: store3 was already migrated (key %q exists), so every change written to store3 since would be lost; "+
+				"set db.kind = store3, or pass --accept-store2-revert if losing those changes is intended", doneKey)
+		case done:
+			log.Warnf("%s: going back to store2 although store3 was migrated (--accept-store2-revert): changes made in store3 since are not in store2", comp.Name)
+		}
+		log.Infof("%s uses store2: nothing to migrate", comp.Name)
+		return nil
+
+	case !comp.Migrate:
+		done, err := doneExists(ctx, comp)
+		if err == nil && done {
+			log.Infof("%s uses store3, migrated earlier (key %q exists): nothing to do", comp.Name, doneKey)
+			return nil
+		}
+		if err != nil {
+			log.Warnf("%s: skipped the empty-store3 check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
+			return nil
+		}
+		has, err := store2HasRecords(ctx, comp)
+		switch {
+		case err != nil:
+			log.Warnf("%s: skipped the empty-store3 check: %v", comp.Name, err)
+		case has && !c.Bool("accept-empty-store3"):
+			return exitf(exitInvalid, "refusing kind = store3 without migrating: store2 holds %s records and store3 has no %q, so components would start on an empty store3; "+
+				"set db.migrate_store2_to_store3 = true, or pass --accept-empty-store3 if starting empty is intended", comp.Name, doneKey)
+		case has:
+			log.Warnf("%s: starting on an empty store3 although store2 holds records (--accept-empty-store3)", comp.Name)
+		}
+		log.Infof("%s uses store3 without migration: nothing to migrate", comp.Name)
+		return nil
+	}
+
+	done, err := doneExists(ctx, comp)
+	if err == nil && done {
+		log.Infof("Migration has already been performed (key %q exists)", doneKey)
+		return nil
+	}
+	if err != nil {
+		// The worker retries store3 itself; a slow Consul must not make
+		// the deploy skip the migration.
+		log.Warnf("%s: store3 did not answer within %v (%v); starting the migration anyway, it retries", comp.Name, checkTimeout, err)
+	}
+	pid, started, err := startWorker(c, comp)
+	if err != nil {
+		return err
+	}
+	if !started {
+		log.Infof("%s: migration already running on this host (pid %d), log: %s", comp.Name, pid, filepath.Join(comp.LogDir, "current"))
+		return nil
+	}
+	log.Infof("%s: started the store2 -> store3 migration in the background (pid %d), log: %s", comp.Name, pid, filepath.Join(comp.LogDir, "current"))
+	return nil
+}
+
+// doneExists reads the done key, bounded by checkTimeout.
+func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
+	kv, err := newKV(comp)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	p, err := kv.Get(ctx, comp.Consul.Prefix+"migration/.done")
+	if err != nil {
+		return false, err
+	}
+	return p != nil, nil
+}
+
+// store2HasRecords asks store2 whether it holds any record, bounded by
+// checkTimeout. A store2 that was never used holds none.
+func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, error) {
+	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
+		return false, errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	src, err := pgsource.New(ctx, pgsource.Config{URL: comp.Postgres.URL, Database: comp.Database, Table: comp.Postgres.Table})
+	if err != nil {
+		return false, err
+	}
+	defer src.Close()
+	has, err := src.HasRecords(ctx)
+	if errors.Is(err, migrate.ErrNeverUsed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store2 did not answer within %v: %w", checkTimeout, err)
+	}
+	return has, nil
+}
+
+// startWorker starts `deployhook migrate --worker` for comp, detached: in a
+// session of its own, standard streams on /dev/null, no other descriptor
+// inherited, working directory /. It returns the worker's pid and whether
+// it was started now (false: one was already running on this host).
+func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
+	if pid, ok := runningWorker(comp.LogDir); ok {
+		return pid, false, nil
+	}
+	locked, err := runitlog.Locked(comp.LogDir)
+	if err != nil {
+		return 0, false, withCode(exitFailure, err)
+	}
+	if locked {
+		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, false, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
+	}
+	conf, err := filepath.Abs(comp.File)
+	if err != nil {
+		return 0, false, withCode(exitFailure, err)
+	}
+	args := []string{"migrate", "-f", conf, "--hostname", hostname(c), "--" + workerFlag.Name}
+	if c.IsSet(kindFlag.Name) {
+		args = append(args, "-"+kindFlag.Name, c.String(kindFlag.Name))
+	}
+	if c.IsSet(migrateFlag.Name) {
+		args = append(args, "-"+migrateFlag.Name+"="+strconv.FormatBool(c.Bool(migrateFlag.Name)))
+	}
+	if err := cloexecInherited(); err != nil {
+		return 0, false, withCode(exitFailure, err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, false, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
+	}
+	pid := cmd.Process.Pid
+	// The worker outlives us; init reaps it.
+	_ = cmd.Process.Release()
+	return pid, true, nil
+}
+
+// cloexecInherited marks every descriptor above standard error close-on-exec:
+// Go opens its own that way, but those Chef handed us are not, and a worker
+// that held one would keep the Chef run waiting.
+func cloexecInherited() error {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list inherited descriptors: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < 3 {
+			continue
+		}
+		unix.CloseOnExec(fd)
+	}
+	return nil
+}
+
+// runningWorker returns the pid recorded in dir's pid file when that process
+// is alive and is a deployhook worker.
+func runningWorker(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, pidFileName))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return 0, false
+	}
+	return pid, strings.Contains(string(cmdline), "\x00--"+workerFlag.Name)
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/apcera/deployhook/migrate"
+	"github.com/apcera/deployhook/validate"
+)
+
+func init() { registered = append(registered, statusCommand) }
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show, per component, whether it was migrated, by which host, when, and who holds the lock",
+		ArgsUsage: " ",
+		Description: `Reads the migration keys of each component from store3.
+Exit codes: 0 read, 1 store3 unreachable, 2 usage, 3 invalid conf.`,
+		Flags: []cli.Flag{
+			confFlag,
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "`text` or json"},
+		},
+		Action: runStatus,
+	}
+}
+
+// componentState is one row of `status`, and one element of its JSON.
+type componentState struct {
+	Component string          `json:"component"`
+	Prefix    string          `json:"prefix"`
+	State     string          `json:"state"` // not migrated, running, failed, done
+	Lock      lockState       `json:"lock"`
+	Status    *migrate.Status `json:"status,omitempty"`
+	Done      *migrate.Done   `json:"done,omitempty"`
+}
+
+type lockState struct {
+	Held    bool   `json:"held"`
+	Session string `json:"session,omitempty"`
+}
+
+func runStatus(c *cli.Context) error {
+	format := c.String("format")
+	if format != "text" && format != "json" {
+		return exitf(exitUsage, "--format must be text or json, got %q", format)
+	}
+	comps, err := loadComponents(c)
+	if err != nil {
+		return err
+	}
+	var rows []componentState
+	for _, comp := range comps {
+		row, err := readComponentState(c, comp)
+		if err != nil {
+			return withCode(exitFailure, fmt.Errorf("%s: read store3 state: %w", comp.Name, err))
+		}
+		rows = append(rows, row)
+	}
+	if format == "json" {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	writeStatusTable(c.App.Writer, rows)
+	return nil
+}
+
+func readComponentState(c *cli.Context, comp *validate.Component) (componentState, error) {
+	kv, err := newKV(comp)
+	if err != nil {
+		return componentState{}, err
+	}
+	st, err := migrate.ReadState(c.Context, kv, comp.Consul.Prefix)
+	if err != nil {
+		return componentState{}, err
+	}
+	row := componentState{
+		Component: comp.Name,
+		Prefix:    comp.Consul.Prefix,
+		State:     "not migrated",
+		Lock:      lockState{Held: st.LockSession != "", Session: st.LockSession},
+		Status:    st.Status,
+		Done:      st.Done,
+	}
+	switch {
+	case st.Done != nil:
+		row.State = "done"
+	case st.Status != nil && st.Status.State == "running" && row.Lock.Held:
+		row.State = "running"
+	case st.Status != nil && st.Status.State == "running":
+		// A running status without a lock holder is a worker that died
+		// before it could say so.
+		row.State = "failed"
+	case st.Status != nil && st.Status.State == "failed":
+		row.State = "failed"
+	}
+	return row, nil
+}
+
+func writeStatusTable(w io.Writer, rows []componentState) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tSTATE\tHOST\tWHEN\tRECORDS\tDETAIL")
+	for _, r := range rows {
+		host, when, records, detail := "-", "-", "-", ""
+		switch {
+		case r.Done != nil:
+			d := r.Done
+			host, when = fmt.Sprintf("%s (pid %d)", d.Host, d.PID), stamp(d.Finished.Time)
+			records = fmt.Sprintf("%d", d.RecordsMigrated)
+			detail = "took " + d.Took
+		case r.Status != nil:
+			s := r.Status
+			host, when = fmt.Sprintf("%s (pid %d)", s.Host, s.PID), stamp(s.Updated.Time)
+			records = fmt.Sprintf("%d/%d", s.RecordsDone, s.RecordsTotal)
+			if s.Error != "" {
+				detail = s.Error
+			}
+			if r.State == "failed" && s.Error == "" {
+				detail = "the worker stopped without finishing (status " + s.State + ", lock free); run again"
+			}
+			if n := len(s.FailedRecords); n > 0 {
+				detail += fmt.Sprintf(" (%d failed records; see --format json)", n)
+			}
+		}
+		if r.Lock.Held && r.Done == nil {
+			detail = "lock held; " + detail
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Component, r.State, host, when, records, detail)
+	}
+	tw.Flush()
+}
+
+// stamp formats a time for the table: UTC, to the second.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}

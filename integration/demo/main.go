@@ -1,0 +1,293 @@
+// Command demo walks the operator's runbook against a local PostgreSQL and
+// Consul that it starts on free loopback ports under ./.demo, seeded from
+// fixtures/store2. Every line it prints after a "$ " is a real deployhook
+// invocation, and what follows is that invocation's real output.
+//
+// Run it with `make demo`, which builds bin/deployhook and bin/consul first.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apcera/deployhook/integration/harness"
+	"github.com/apcera/deployhook/migrate"
+)
+
+// components of the demo, as in DESIGN.md's table.
+var components = []struct{ name, db, service string }{
+	{"job_manager", "jmdb", "continuum-job-manager"},
+	{"package_manager", "pmdb", "continuum-package-manager"},
+	{"auth_server", "asdb", "continuum-auth-server"},
+}
+
+var hosts = []string{"central-1", "central-2"}
+
+func main() {
+	if err := demo(); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func demo() error {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	bin := filepath.Join(root, "bin", "deployhook")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("%s is missing: run `make build` (make demo does)", bin)
+	}
+	dir := ".demo"
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+
+	say("Starting a local PostgreSQL (store2) and a single Consul 1.16.1 server (store3) in %s ...", dir)
+	svcLog, err := os.Create(filepath.Join(dir, "services.log"))
+	if err != nil {
+		return err
+	}
+	defer svcLog.Close()
+	pg, err := harness.StartPostgresDir(filepath.Join(abs, "postgres"), svcLog)
+	if err != nil {
+		return fmt.Errorf("start PostgreSQL (log: %s): %w", svcLog.Name(), err)
+	}
+	defer pg.Stop()
+	consul, err := harness.StartConsulDir(filepath.Join(abs, "consul"), svcLog)
+	if err != nil {
+		return fmt.Errorf("start Consul (log: %s): %w", svcLog.Name(), err)
+	}
+	defer consul.Stop()
+	say("PostgreSQL on 127.0.0.1:%d, Consul on %s.", pg.Port, consul.Addr())
+
+	ctx := context.Background()
+	for _, c := range components {
+		recs, err := loadFixture(filepath.Join("fixtures", "store2", c.name+".jsonl"))
+		if err != nil {
+			return err
+		}
+		if err := pg.CreateComponentDB(ctx, c.db, "store2_records"); err != nil {
+			return err
+		}
+		if err := pg.Seed(ctx, c.db, "store2_records", recs); err != nil {
+			return err
+		}
+		say("Seeded store2 database %s with %d %s records from fixtures/store2/%s.jsonl.", c.db, len(recs), c.name, c.name)
+	}
+
+	// One conf per component per simulated central host, as the cookbook
+	// renders them: each host logs to its own directories.
+	confs := map[string][]string{}
+	for _, h := range hosts {
+		for _, c := range components {
+			path := filepath.Join(dir, "etc", h, c.name+".conf")
+			logDir := filepath.Join(dir, "log", h, c.service+"-migration")
+			if err := writeConf(path, c.name, pg.URLWithoutPassword(c.db), consul.Addr(), logDir); err != nil {
+				return err
+			}
+			confs[h] = append(confs[h], path)
+		}
+	}
+	env := append(os.Environ(), "PGPASSFILE="+pg.PassFile(), "NO_COLOR=1")
+	sh := &shell{bin: bin, env: env}
+
+	step("1. Validate cluster.conf before the deploy. A version with three mistakes:")
+	sh.run("validate", "fixtures/demo/cluster-typos.conf")
+	step("The corrected file:")
+	sh.run("validate", "fixtures/demo/cluster.conf")
+
+	step("2. The component conf the cookbook renders on central-1, for the Job Manager:")
+	conf, err := os.ReadFile(confs["central-1"][0])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("$ cat %s\n%s", confs["central-1"][0], conf)
+
+	step("3. Dry run: checks connectivity, permissions, limits and every record; writes nothing.")
+	sh.run("migrate", "-f", confs["central-1"][0], "-dry_run_store_migration")
+
+	step("4. The deploy: Chef runs `deployhook run` for each component on both central hosts at once.")
+	var wg sync.WaitGroup
+	outs := make([]bytes.Buffer, len(hosts)*len(components))
+	cmds := make([]string, len(outs))
+	start := time.Now()
+	for i, h := range hosts {
+		for j, conf := range confs[h] {
+			k := i*len(components) + j
+			args := []string{"run", "-f", conf, "--hostname", h}
+			cmds[k] = "deployhook " + strings.Join(args, " ")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sh.capture(&outs[k], args...)
+			}()
+		}
+	}
+	wg.Wait()
+	for k := range outs {
+		fmt.Printf("$ %s\n%s", cmds[k], outs[k].String())
+	}
+	say("(all six returned within %v; the migrations continue in the background)", time.Since(start).Round(time.Millisecond))
+
+	step("5. `deployhook wait` fails the converge if a migration fails:")
+	waitArgs := []string{"wait"}
+	for _, c := range confs["central-1"] {
+		waitArgs = append(waitArgs, "-f", c)
+	}
+	if code := sh.run(append(waitArgs, "--timeout", "2m")...); code != 0 {
+		return fmt.Errorf("wait exited %d", code)
+	}
+
+	step("6. Who migrated what, and when:")
+	sh.run(append([]string{"status"}, fArgs(confs["central-1"])...)...)
+
+	step("7. Compare store2 and store3 record by record:")
+	if code := sh.run(append([]string{"verify"}, fArgs(confs["central-1"])...)...); code != 0 {
+		return fmt.Errorf("verify exited %d", code)
+	}
+
+	step("8. The lines operators grep for, in the runit log directories of both hosts:")
+	if err := grepLogs(filepath.Join(dir, "log")); err != nil {
+		return err
+	}
+
+	step("9. The next deploy finds the done markers and starts nothing:")
+	sh.run("run", "-f", confs["central-2"][0], "--hostname", "central-2")
+
+	say("\nDemo complete. Stopping PostgreSQL and Consul; their files stay in %s.", dir)
+	return nil
+}
+
+func fArgs(confs []string) []string {
+	var args []string
+	for _, c := range confs {
+		args = append(args, "-f", c)
+	}
+	return args
+}
+
+type shell struct {
+	bin string
+	env []string
+}
+
+// run prints the command line and its combined output, and returns its
+// exit code.
+func (s *shell) run(args ...string) int {
+	fmt.Printf("$ deployhook %s\n", strings.Join(args, " "))
+	code := s.capture(os.Stdout, args...)
+	if code != 0 {
+		fmt.Printf("(exit code %d)\n", code)
+	}
+	return code
+}
+
+func (s *shell) capture(w io.Writer, args ...string) int {
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = s.env
+	cmd.Stdout = w
+	cmd.Stderr = w
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		fmt.Fprintf(w, "demo: %v\n", err)
+		return -1
+	}
+	return 0
+}
+
+func writeConf(path, component, pgURL, consulAddr, logDir string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	logAbs, err := filepath.Abs(logDir)
+	if err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`component: %s
+db: {
+  kind: store3
+  migrate_store2_to_store3: true
+  postgres: {
+    url: %q
+  }
+  consul: {
+    address: %q
+  }
+}
+log_dir: %q
+`, component, pgURL, consulAddr, logAbs)
+	return os.WriteFile(path, []byte(conf), 0o640)
+}
+
+// loadFixture reads one JSON object per line: bucket, key, version, data.
+func loadFixture(path string) ([]migrate.Record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var recs []migrate.Record
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		var r struct {
+			Bucket, Key, Data string
+			Version           int64
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		recs = append(recs, migrate.Record{Bucket: r.Bucket, Key: r.Key, Version: r.Version, Data: []byte(r.Data)})
+	}
+	return recs, sc.Err()
+}
+
+// grepLogs prints, like `grep -H`, the migration lines of every log file.
+func grepLogs(dir string) error {
+	fmt.Printf("$ grep -rH 'store2 -> store3\\|already been performed' %s\n", dir)
+	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, ".pid") || filepath.Base(path) == "lock" {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "store2 -> store3") || strings.Contains(l, "already been performed") {
+				fmt.Printf("%s:%s\n", path, l)
+			}
+		}
+		return nil
+	})
+}
+
+func say(format string, args ...interface{}) { fmt.Printf(format+"\n", args...) }
+
+func step(title string) { fmt.Printf("\n==> %s\n", title) }
