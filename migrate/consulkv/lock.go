@@ -55,11 +55,7 @@ func (s *Store) TryLock(ctx context.Context, key string, wait time.Duration) (mi
 
 	// The session lives while we renew it; closing renewDone destroys it.
 	renewDone := make(chan struct{})
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		sessions.RenewPeriodic(SessionTTL, id, nil, renewDone)
-	}()
+	go sessions.RenewPeriodic(SessionTTL, id, nil, renewDone)
 
 	// Lock blocks in queries that take no context: run it aside, so that
 	// ctx stops us at once, and clean up behind us.
@@ -87,24 +83,21 @@ func (s *Store) TryLock(ctx context.Context, key string, wait time.Duration) (mi
 		return nil, fmt.Errorf("lock %q: %w", key, ctx.Err())
 	}
 	if r.err != nil || r.lost == nil {
-		close(renewDone)
-		<-renewed
+		close(renewDone) // RenewPeriodic destroys the session as it stops
 		if r.err != nil {
 			return nil, s.classify(ctx, fmt.Sprintf("lock %q", key), r.err)
 		}
 		return nil, fmt.Errorf("lock %q: %w", key, migrate.ErrLockBusy)
 	}
-	return &lock{s: s, l: l, key: key, session: id, lost: r.lost, renewDone: renewDone, renewed: renewed}, nil
+	return &lock{s: s, key: key, session: id, lost: r.lost, renewDone: renewDone}, nil
 }
 
 type lock struct {
 	s         *Store
-	l         *api.Lock
 	key       string
 	session   string
 	lost      <-chan struct{}
 	renewDone chan struct{}
-	renewed   chan struct{}
 	once      sync.Once
 }
 
@@ -116,17 +109,23 @@ func (l *lock) Lost() <-chan struct{} { return l.lost }
 func (l *lock) Unlock(ctx context.Context) error {
 	var err error
 	l.once.Do(func() {
-		rerr := l.l.Unlock()
+		// Release before destroying: a release does not start the lock
+		// delay that a session invalidation does. Both within ctx (the
+		// api.Lock's Unlock takes none), and the destroy here rather than
+		// RenewPeriodic's, which has no deadline.
+		rctx, cancel := context.WithTimeout(ctx, l.s.timeout)
+		defer cancel()
+		_, _, rerr := l.s.c.KV().Release(&api.KVPair{Key: l.key, Session: l.session, Flags: api.LockFlagValue},
+			(&api.WriteOptions{}).WithContext(rctx))
 		close(l.renewDone)
-		<-l.renewed
 		derr := l.s.DestroySession(ctx, l.session)
 		select {
 		case <-l.lost:
 			rerr = nil // the release could only fail
 		default:
 		}
-		if rerr != nil && !errors.Is(rerr, api.ErrLockNotHeld) {
-			err = l.s.classify(ctx, fmt.Sprintf("unlock %q", l.key), rerr)
+		if rerr != nil {
+			err = l.s.classify(rctx, fmt.Sprintf("unlock %q", l.key), rerr)
 		}
 		err = errors.Join(err, derr)
 	})
