@@ -428,3 +428,56 @@ func TestNoLeaderIsTransient(t *testing.T) {
 	}
 	t.Logf("txn without a quorum: %v", err)
 }
+
+// TestLeaderFailover: while a leader is elected, writes through a surviving
+// server fail as Transient, then succeed, and the lock survives.
+func TestLeaderFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers")
+	}
+	t.Parallel()
+	ctx := ctxT(t)
+	cl := harness.StartConsulCluster(t, 3)
+	leader, err := cl.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var via *harness.Consul
+	for _, c := range cl.Servers {
+		if c != leader {
+			via = c
+		}
+	}
+	s := newStore(t, via, "")
+	const lockKey = "apcera/store3/jmdb/migration/.lock"
+	lock, err := s.TryLock(ctx, lockKey, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock(ctx)
+	fence := migrate.Fence{LockKey: lockKey, Session: lock.Session()}
+	if _, err := cl.KillLeader(); err != nil {
+		t.Fatal(err)
+	}
+	var transient int
+	for i := 0; ; i++ {
+		err := s.Txn(ctx, fence, []migrate.Op{{Verb: migrate.VerbSet, Key: fmt.Sprintf("apcera/store3/jmdb/k/%d", i)}})
+		if err == nil {
+			break
+		}
+		if !migrate.IsTransient(err) {
+			t.Fatalf("txn during the election: %v, want transient", err)
+		}
+		transient++
+		if ctx.Err() != nil {
+			t.Fatalf("no new leader: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d transient errors during the election", transient)
+	select {
+	case <-lock.Lost():
+		t.Error("lock lost over a leader election")
+	default:
+	}
+}

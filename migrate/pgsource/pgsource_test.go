@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/apcera/deployhook/integration/harness"
 	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/migrate/pgsource"
 )
@@ -339,4 +340,68 @@ func TestScanConstantMemory(t *testing.T) {
 	if growth > 16<<20 {
 		t.Errorf("heap in use grew by %d MiB while scanning: not streaming", growth>>20)
 	}
+}
+
+func TestLostConnectionIsTransient(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	db := dbName(t)
+	var recs []migrate.Record
+	for i := range 1000 {
+		recs = append(recs, migrate.Record{Bucket: "jobs", Key: fmt.Sprint(i), Version: 1, Data: make([]byte, 100)})
+	}
+	src := newSource(t, db, recs)
+	sn, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close(ctx)
+	if n, err := pg.TerminateBackends(ctx, db); err != nil || n != 1 {
+		t.Fatalf("TerminateBackends = %d, %v", n, err)
+	}
+	err = sn.Scan(ctx, func(*migrate.Record) error { return nil })
+	t.Logf("scan after pg_terminate_backend: %v", err)
+	if !migrate.IsTransient(err) {
+		t.Errorf("scan after pg_terminate_backend: %v, want transient", err)
+	}
+	if err := sn.Close(ctx); err != nil {
+		t.Errorf("Close of a snapshot whose connection died: %v", err)
+	}
+	// A new snapshot works.
+	if got := scanAll(t, src); len(got) != len(recs) {
+		t.Errorf("rescan: %d records", len(got))
+	}
+}
+
+func TestServerRestartIsTransient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("own server")
+	}
+	t.Parallel()
+	ctx := ctxT(t)
+	own := harness.StartPostgres(t)
+	if err := own.CreateComponentDB(ctx, "jmdb", pgsource.DefaultTable); err != nil {
+		t.Fatal(err)
+	}
+	src, err := pgsource.New(ctx, pgsource.Config{URL: own.URL("jmdb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close(ctx)
+	if err := own.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sn.Count(ctx)
+	if !migrate.IsTransient(err) || strings.Contains(fmt.Sprint(err), own.Password()) {
+		t.Errorf("count on a stopped server: %v, want transient", err)
+	}
+	_, err = src.Snapshot(ctx)
+	if !migrate.IsTransient(err) || strings.Contains(fmt.Sprint(err), own.Password()) {
+		t.Errorf("snapshot on a stopped server: %v, want transient", err)
+	}
+	t.Logf("stopped server: %v", err)
 }
