@@ -129,7 +129,7 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			}
 		}
 		if r.Lock.Held && r.Done == nil {
-			detail = "lock held; " + detail
+			detail = lockHolder(r) + "; " + detail
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Component, r.State, host, when, records, detail)
 	}
@@ -142,4 +142,13 @@ func stamp(t time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// lockHolder says who holds the lock: the host and pid .status names when
+// its session is the lock's, else just the session.
+func lockHolder(r componentState) string {
+	if s := r.Status; s != nil && s.Session == r.Lock.Session {
+		return fmt.Sprintf("lock held by %s pid %d", s.Host, s.PID)
+	}
+	return "lock held by session " + r.Lock.Session
 }
