@@ -202,8 +202,10 @@ func (p *parser) parseEntry() *Entry {
 				// mistake. Take the value, so that it is not read as a
 				// key without a value too.
 				p.skipBlank()
-				e.Value = p.parseValue()
-				e.Value.Invalid = true
+				if p.off < len(p.src) {
+					e.Value = p.parseValue()
+					e.Value.Invalid = true
+				}
 			}
 			return e
 		}
@@ -252,7 +254,7 @@ func (p *parser) strayQuote(i int) bool {
 // quoted string or bare word, which cannot be an entry of its own.
 func (p *parser) loneValueNext() bool {
 	src := p.src
-	i := p.off
+	i := lineEnd(src, p.off)
 	for i < len(src) {
 		switch src[i] {
 		case ' ', '\t', '\n', '\r':
@@ -264,7 +266,7 @@ func (p *parser) loneValueNext() bool {
 		}
 		break
 	}
-	if i >= len(src) {
+	if i >= len(src) || (src[i] == '/' && i+1 < len(src) && src[i+1] == '/') {
 		return false
 	}
 	switch c := src[i]; {
