@@ -107,6 +107,9 @@ func (s *Store) Client() *api.Client { return s.c }
 
 // Get implements migrate.KV.
 func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
+	if err := addressable(key); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	p, _, err := s.c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
@@ -122,6 +125,9 @@ func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
 
 // List implements migrate.KV.
 func (s *Store) List(ctx context.Context, prefix string) ([]migrate.Pair, error) {
+	if err := addressable(prefix); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	ps, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
@@ -138,6 +144,9 @@ func (s *Store) List(ctx context.Context, prefix string) ([]migrate.Pair, error)
 
 // Keys implements migrate.KV.
 func (s *Store) Keys(ctx context.Context, prefix, separator string) ([]string, error) {
+	if err := addressable(prefix); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	keys, _, err := s.c.KV().Keys(prefix, separator, (&api.QueryOptions{}).WithContext(ctx))
@@ -196,4 +205,17 @@ func (s *Store) Limits(ctx context.Context) migrate.Limits {
 func isStatus(err error, code int) bool {
 	var se api.StatusError
 	return errors.As(err, &se) && se.Code == code
+}
+
+// addressable refuses a key or prefix with a "." or ".." segment: Consul's
+// HTTP server cleans request paths, so a read of "a/." would silently read
+// "a/" instead (and "a/.." its parent). Writes go through /v1/txn, whose keys
+// travel in the body, so only reads need this.
+func addressable(key string) error {
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("key %q has a %q segment, which Consul's HTTP API cannot address", key, seg)
+		}
+	}
+	return nil
 }

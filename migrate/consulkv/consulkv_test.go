@@ -481,3 +481,29 @@ func TestLeaderFailover(t *testing.T) {
 	default:
 	}
 }
+
+// Consul's HTTP server cleans request paths: a list of "a/." would answer
+// for "a/". Such reads must fail loudly instead of returning other keys.
+func TestDotSegmentsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, shared, "")
+	p := prefix(t)
+	if err := s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: p + "a/x", Value: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{p + "a/.", p + "a/..", p + "a/./x"} {
+		if ps, err := s.List(ctx, k); err == nil {
+			t.Errorf("List(%q) = %d pairs, want an error", k, len(ps))
+		}
+		if ks, err := s.Keys(ctx, k, "/"); err == nil {
+			t.Errorf("Keys(%q) = %q, want an error", k, ks)
+		}
+		if pr, err := s.Get(ctx, k); err == nil {
+			t.Errorf("Get(%q) = %+v, want an error", k, pr)
+		}
+	}
+	if ps, err := s.List(ctx, p+"a/.x"); err != nil || len(ps) != 0 {
+		t.Errorf(`List("a/.x") = %d pairs, %v; want none and no error`, len(ps), err)
+	}
+}
