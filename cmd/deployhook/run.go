@@ -100,6 +100,8 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		}
 		has, err := store2HasRecords(ctx, comp)
 		switch {
+		case errors.Is(err, migrate.ErrNeverUsed):
+			// Nothing in store2 to lose.
 		case err != nil:
 			log.Warnf("%s: skipped the empty-store3 check: %v", comp.Name, err)
 		case has && !c.Bool("accept-empty-store3"):
@@ -121,6 +123,11 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		// The worker retries store3 itself; a slow Consul must not make
 		// the deploy skip the migration.
 		log.Warnf("%s: store3 did not answer within %v (%v); starting the migration anyway, it retries", comp.Name, checkTimeout, err)
+	}
+	// Migration must never run on a cluster that never used store2: say so
+	// here, where the deploy sees it, rather than only in the worker's log.
+	if _, err := store2HasRecords(ctx, comp); errors.Is(err, migrate.ErrNeverUsed) {
+		return exitf(exitInvalid, "refusing to migrate: %v; this cluster never used store2, so set db.migrate_store2_to_store3 = false", err)
 	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {
@@ -150,7 +157,8 @@ func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
 }
 
 // store2HasRecords asks store2 whether it holds any record, bounded by
-// checkTimeout. A store2 that was never used holds none.
+// checkTimeout. A store2 that was never used holds none, and says so with an
+// error wrapping migrate.ErrNeverUsed.
 func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, error) {
 	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
 		return false, errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
@@ -164,7 +172,7 @@ func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, erro
 	defer src.Close()
 	has, err := src.HasRecords(ctx)
 	if errors.Is(err, migrate.ErrNeverUsed) {
-		return false, nil
+		return false, err
 	}
 	if err != nil {
 		return false, fmt.Errorf("store2 did not answer within %v: %w", checkTimeout, err)
