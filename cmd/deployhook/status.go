@@ -124,9 +124,7 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			if r.State == "failed" && s.Error == "" {
 				detail = "the worker stopped without finishing (status " + s.State + ", lock free); run again"
 			}
-			if n := len(s.FailedRecords); n > 0 {
-				detail += fmt.Sprintf(" (%d failed records; see --format json)", n)
-			}
+
 		}
 		if r.Lock.Held && r.Done == nil {
 			detail = lockHolder(r) + "; " + detail
@@ -134,6 +132,14 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Component, r.State, host, when, records, detail)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if r.Done != nil || r.Status == nil {
+			continue
+		}
+		for _, f := range r.Status.FailedRecords {
+			fmt.Fprintf(w, "%s: failed record: bucket %q key %q: %s\n", r.Component, f.Bucket, f.Key, f.Reason)
+		}
+	}
 }
 
 // stamp formats a time for the table: UTC, to the second.

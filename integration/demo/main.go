@@ -177,6 +177,10 @@ func demo() error {
 	step("9. The next deploy finds the done markers and starts nothing:")
 	sh.run("run", "-f", confs["central-2"][0], "--hostname", "central-2")
 
+	if err := recovery(ctx, sh, pg, consul.Addr(), dir); err != nil {
+		return err
+	}
+
 	say("\nDemo complete. Stopping PostgreSQL and Consul; their files stay in %s.", dir)
 	return nil
 }
@@ -291,3 +295,56 @@ func grepLogs(dir string) error {
 func say(format string, args ...interface{}) { fmt.Printf(format+"\n", args...) }
 
 func step(title string) { fmt.Printf("\n==> %s\n", title) }
+
+// recovery shows a migration that cannot complete and how an operator gets
+// out of it, on a copy of the Job Manager's data under a prefix of its own.
+func recovery(ctx context.Context, sh *shell, pg *harness.Postgres, consulAddr, dir string) error {
+	step("10. When a migration cannot complete: a copy of jmdb with two records store3 cannot hold.")
+	recs, err := loadFixture(filepath.Join("fixtures", "store2", "job_manager.jsonl"))
+	if err != nil {
+		return err
+	}
+	recs = append(recs,
+		migrate.Record{Bucket: "jobs", Key: "job::/prod/big::core-dump", Version: 4, Data: bytes.Repeat([]byte("x"), 600<<10)},
+		migrate.Record{Bucket: "migration", Key: "legacy-marker", Version: 1, Data: []byte("{}")},
+	)
+	const db = "jmdb_copy"
+	if err := pg.CreateComponentDB(ctx, db, "store2_records"); err != nil {
+		return err
+	}
+	if err := pg.Seed(ctx, db, "store2_records", recs); err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "etc", "central-1", "job_manager-copy.conf")
+	logDir, err := filepath.Abs(filepath.Join(dir, "log", "central-1", "copy"))
+	if err != nil {
+		return err
+	}
+	text := fmt.Sprintf(`component: job_manager
+db: {
+  kind: store3
+  migrate_store2_to_store3: true
+  postgres: { url: %q }
+  consul: {
+    address: %q
+    prefix: "demo/copy/jmdb/"
+  }
+}
+log_dir: %q
+`, pg.URLWithoutPassword(db), consulAddr, logDir)
+	if err := os.WriteFile(conf, []byte(text), 0o640); err != nil {
+		return err
+	}
+	sh.run("migrate", "-f", conf, "--hostname", "central-1")
+	sh.run("status", "-f", conf)
+	step("The fix here is in store2 (the other choice for the large record is raising Consul's limits):")
+	fmt.Printf("$ psql %s -c \"DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'\"\n", db)
+	if err := pg.Exec(ctx, db, "DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'"); err != nil {
+		return err
+	}
+	if code := sh.run("migrate", "-f", conf, "--hostname", "central-1"); code != 0 {
+		return fmt.Errorf("migrate after the fix exited %d", code)
+	}
+	sh.run("status", "-f", conf)
+	return nil
+}
