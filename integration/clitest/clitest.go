@@ -215,6 +215,28 @@ func (e *Env) Run(args ...string) Result {
 	return r
 }
 
+// Try is Run without calling the test: a command that cannot be started is
+// returned as an error, so that Try may be called from any goroutine.
+func (e *Env) Try(args ...string) (Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.Bin, args...)
+	cmd.Env = append(os.Environ(), e.Vars...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := Result{Args: args, Stdout: out.String(), Stderr: errb.String(), Took: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		return r, fmt.Errorf("deployhook %s: %w", strings.Join(args, " "), err)
+	}
+	return r, nil
+}
+
 // MustRun runs deployhook and fails the test unless it exits with want.
 func (e *Env) MustRun(want int, args ...string) Result {
 	e.T.Helper()
