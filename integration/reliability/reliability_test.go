@@ -1,0 +1,643 @@
+// Package reliability is the "prove it survives" suite: the real deployhook
+// binary against real PostgreSQL and Consul processes on loopback, with
+// crashes, failovers, lost locks, PostgreSQL trouble, concurrency, hostile
+// input and secrets. Every scenario ends with an independent check: Consul's
+// raw HTTP API and SQL through pgx, never the code under test.
+//
+// CI runs the bounded sizes; SOAK=1 (make soak) runs the long ones. Each
+// scenario logs one machine-readable line
+//
+//	RELIABILITY scenario="crash-kill9" runs=5 ci_runs=5 soak_runs=20 result=pass
+//
+// which cmd/report turns into docs/RELIABILITY.md.
+package reliability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/apcera/deployhook/integration/clitest"
+	"github.com/apcera/deployhook/migrate"
+)
+
+// soak is true under SOAK=1: the long variants.
+var soak = os.Getenv("SOAK") == "1"
+
+// count picks the CI or the soak number of runs.
+func count(ci, long int) int {
+	if soak {
+		return long
+	}
+	return ci
+}
+
+var (
+	summaryMu sync.Mutex
+	summary   []string
+)
+
+func TestMain(m *testing.M) {
+	// Workers that `run` detaches are re-parented to us rather than to a
+	// PID 1 that may never reap them (this container's does not): a
+	// zombie passes kill(pid, 0), so an unreaped crashed worker would look
+	// alive to the dead-holder check. A real init reaps; so do we
+	// (reapWorkers).
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	reapWorkers()
+	summaryMu.Lock()
+	for _, s := range summary {
+		fmt.Println("SUMMARY " + s)
+	}
+	summaryMu.Unlock()
+	os.Exit(code)
+}
+
+// scenario registers the RELIABILITY line of a test, logged when it ends
+// with its result. *runs is what actually ran.
+func scenario(t *testing.T, name string, ci, long int, runs *int) {
+	t.Cleanup(func() {
+		result := "pass"
+		switch {
+		case t.Failed():
+			result = "fail"
+		case t.Skipped():
+			result = "skip"
+		}
+		line := fmt.Sprintf("RELIABILITY scenario=%q runs=%d ci_runs=%d soak_runs=%d soak=%t result=%s", name, *runs, ci, long, soak, result)
+		t.Log(line)
+		summaryMu.Lock()
+		summary = append(summary, fmt.Sprintf("%s %s", t.Name(), line))
+		summaryMu.Unlock()
+	})
+}
+
+// ---- independent reads of store3 (Consul's raw HTTP API) ----
+
+// kvPair is a key as Consul's HTTP API returns it.
+type kvPair struct {
+	Key         string
+	Value       []byte
+	Flags       uint64
+	ModifyIndex uint64
+	Session     string
+}
+
+func consulReq(t testing.TB, method, addr, token, path string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// rawList reads every key under prefix with index and session, and the
+// X-Consul-Index of the read.
+func rawList(t testing.TB, addr, token, prefix string) (map[string]kvPair, uint64) {
+	t.Helper()
+	resp, body := consulReq(t, "GET", addr, token, "/v1/kv/"+pathEscape(prefix)+"?recurse=true", nil)
+	index, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
+	out := map[string]kvPair{}
+	if resp.StatusCode == http.StatusNotFound {
+		return out, index
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("list %q: %s: %s", prefix, resp.Status, body)
+	}
+	var pairs []struct {
+		Key         string
+		Value       *string
+		Flags       uint64
+		ModifyIndex uint64
+		Session     string
+	}
+	if err := json.Unmarshal(body, &pairs); err != nil {
+		t.Fatalf("decode list %q: %v", prefix, err)
+	}
+	for _, p := range pairs {
+		var v []byte
+		if p.Value != nil {
+			var err error
+			if v, err = base64.StdEncoding.DecodeString(*p.Value); err != nil {
+				t.Fatalf("key %q: %v", p.Key, err)
+			}
+		}
+		out[p.Key] = kvPair{Key: p.Key, Value: v, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
+	}
+	return out, index
+}
+
+// rawGet reads one key; nil when absent.
+func rawGet(t testing.TB, addr, token, key string) *kvPair {
+	t.Helper()
+	resp, body := consulReq(t, "GET", addr, token, "/v1/kv/"+pathEscape(key), nil)
+	if resp.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("get %q: %s: %s", key, resp.Status, body)
+	}
+	var pairs []struct {
+		Key         string
+		Value       []byte
+		Flags       uint64
+		ModifyIndex uint64
+		Session     string
+	}
+	if err := json.Unmarshal(body, &pairs); err != nil || len(pairs) != 1 {
+		t.Fatalf("decode get %q: %v (%d pairs)", key, err, len(pairs))
+	}
+	p := pairs[0]
+	return &kvPair{Key: p.Key, Value: p.Value, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
+}
+
+// pathEscape escapes a key for a URL path, keeping its slashes.
+func pathEscape(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// rawStatus decodes .status as JSON of its own (not the product's types).
+type rawStatusDoc struct {
+	State        string `json:"state"`
+	Host         string `json:"host"`
+	PID          int    `json:"pid"`
+	Session      string `json:"session"`
+	RecordsDone  int64  `json:"records_done"`
+	RecordsTotal int64  `json:"records_total"`
+	Error        string `json:"error"`
+	Finished     string `json:"finished"`
+	Failed       []struct {
+		Bucket, Key, Reason string
+	} `json:"failed_records"`
+}
+
+func readStatus(t testing.TB, addr, token, prefix string) *rawStatusDoc {
+	t.Helper()
+	p := rawGet(t, addr, token, prefix+"migration/.status")
+	if p == nil {
+		return nil
+	}
+	var s rawStatusDoc
+	if err := json.Unmarshal(p.Value, &s); err != nil {
+		t.Fatalf(".status does not decode: %v: %q", err, p.Value)
+	}
+	return &s
+}
+
+// ---- independent reads of store2 (SQL through pgx) ----
+
+// store2 reads every record of db's store2_records in byte order.
+func store2(t testing.TB, env *clitest.Env, db string) []migrate.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := env.PG.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(ctx, `SELECT bucket, key, version, data FROM store2_records ORDER BY bucket COLLATE "C", key COLLATE "C"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []migrate.Record
+	for rows.Next() {
+		var r migrate.Record
+		if err := rows.Scan(&r.Bucket, &r.Key, &r.Version, &r.Data); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// ---- the invariant ----
+
+// checkInvariant is the suite's one verdict on store3 under prefix: either
+// .done is absent, or store3 equals records exactly (every key by the
+// escaping of DESIGN.md, value byte for byte, version in Flags, no other
+// key outside migration/) and .done counts and digests exactly them.
+// Callers pass what store2 held (store2 reads it through SQL) or the
+// snapshot they know. It returns whether .done is present.
+func checkInvariant(t testing.TB, env *clitest.Env, prefix string, records []migrate.Record) bool {
+	t.Helper()
+	return checkInvariantAt(t, env.Consul.Addr(), env.Token, prefix, records)
+}
+
+func checkInvariantAt(t testing.TB, addr, token, prefix string, records []migrate.Record) bool {
+	t.Helper()
+	got, _ := rawList(t, addr, token, prefix)
+	done, ok := got[prefix+"migration/.done"]
+	if !ok {
+		return false
+	}
+	var doc struct {
+		RecordsMigrated int64  `json:"records_migrated"`
+		RecordsFailed   int64  `json:"records_failed"`
+		Digest          string `json:"digest"`
+	}
+	if err := json.Unmarshal(done.Value, &doc); err != nil {
+		t.Errorf("INVARIANT: %s: .done does not decode: %v", prefix, err)
+	}
+	bad := 0
+	fail := func(format string, args ...any) {
+		bad++
+		if bad <= 20 {
+			t.Errorf("INVARIANT: %s: .done present over wrong data: "+format, append([]any{prefix}, args...)...)
+		}
+	}
+	want := make(map[string]bool, len(records))
+	for _, r := range records {
+		k := clitest.ExpectedKey(prefix, r.Bucket, r.Key)
+		want[k] = true
+		p, ok := got[k]
+		switch {
+		case !ok:
+			fail("record bucket %q key %q missing (key %q)", r.Bucket, r.Key, k)
+		case !bytes.Equal(p.Value, r.Data):
+			fail("record %q: %d bytes in store3, want %d (%.40q vs %.40q)", k, len(p.Value), len(r.Data), p.Value, r.Data)
+		case p.Flags != uint64(r.Version):
+			fail("record %q: flags %d, want version %d", k, p.Flags, r.Version)
+		}
+	}
+	for k := range got {
+		if !want[k] && !strings.HasPrefix(k, prefix+"migration/") {
+			fail("unexpected key %q", k)
+		}
+	}
+	if doc.RecordsMigrated != int64(len(records)) || doc.RecordsFailed != 0 {
+		fail(".done says %d migrated, %d failed; store2 has %d", doc.RecordsMigrated, doc.RecordsFailed, len(records))
+	}
+	if d := digest(prefix, records); doc.Digest != d {
+		fail(".done digest %s, want %s", doc.Digest, d)
+	}
+	if bad > 20 {
+		t.Errorf("INVARIANT: %s: %d problems in all", prefix, bad)
+	}
+	return true
+}
+
+// digest is DESIGN.md's digest written again: the sum modulo 2^256 of
+// SHA-256(escaped key relative to the prefix, NUL, version, NUL, data).
+func digest(prefix string, records []migrate.Record) string {
+	sum := new(big.Int)
+	mod := new(big.Int).Lsh(big.NewInt(1), 256)
+	for _, r := range records {
+		h := sha256.New()
+		h.Write([]byte(strings.TrimPrefix(clitest.ExpectedKey(prefix, r.Bucket, r.Key), prefix)))
+		h.Write([]byte{0})
+		h.Write([]byte(strconv.FormatInt(r.Version, 10)))
+		h.Write([]byte{0})
+		h.Write(r.Data)
+		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
+		sum.Mod(sum, mod)
+	}
+	return fmt.Sprintf("sha256:%064x", sum)
+}
+
+// mustDone is checkInvariant plus: .done must be there.
+func mustDone(t testing.TB, env *clitest.Env, prefix string, records []migrate.Record) {
+	t.Helper()
+	if !checkInvariant(t, env, prefix, records) {
+		t.Errorf("%s: no .done after a run that should have completed", prefix)
+	}
+}
+
+// ---- processes ----
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test
+// reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a deployhook process the test started and may signal.
+type proc struct {
+	cmd      *exec.Cmd
+	out, err *syncBuffer
+	start    time.Time
+	done     chan struct{}
+	code     int
+}
+
+func startProc(t testing.TB, env *clitest.Env, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: env.Command(args...), out: &syncBuffer{}, err: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		p.code = 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			p.code = ee.ExitCode()
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				p.code = -int(ws.Signal())
+			}
+		} else if err != nil {
+			p.code = -1000
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit, at most d, and returns its exit code
+// (-signal when killed).
+func (p *proc) wait(t testing.TB, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(d):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("deployhook %v did not exit within %v\nstderr:\n%s", p.cmd.Args[1:], d, p.err.String())
+		return 0
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) String() string {
+	return fmt.Sprintf("deployhook %s (exit %d)\n--- stdout\n%s--- stderr\n%s", strings.Join(p.cmd.Args[1:], " "), p.code, p.out.String(), p.err.String())
+}
+
+// killPID sends sig to a process that is not our exec.Cmd (a detached
+// worker, re-parented to us by PR_SET_CHILD_SUBREAPER) and reaps it,
+// returning its exit code (-signal when killed by one).
+func killPID(t testing.TB, pid int, sig syscall.Signal, within time.Duration) int {
+	t.Helper()
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatalf("kill %d: %v", pid, err)
+	}
+	return reapPID(t, pid, within)
+}
+
+// reapPID waits for a re-parented worker to exit and reaps it.
+func reapPID(t testing.TB, pid int, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		switch {
+		case err != nil:
+			t.Fatalf("wait4(%d): %v (not re-parented to the test?)", pid, err)
+		case got == pid && ws.Signaled():
+			return -int(ws.Signal())
+		case got == pid:
+			return ws.ExitStatus()
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("worker %d did not exit within %v", pid, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// reapWorkers reaps every exited deployhook worker re-parented to us. Call
+// it only while no exec.Cmd of the test is running: it would steal their
+// exit status.
+func reapWorkers() {
+	ents, _ := os.ReadDir("/proc")
+	me := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || !strings.Contains(s[:i], "(deployhook") {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[0] != "Z" || f[1] != strconv.Itoa(me) {
+			continue
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	}
+}
+
+// workerPID polls the worker's pid file in logDir.
+func workerPID(t testing.TB, logDir string, within time.Duration) int {
+	t.Helper()
+	var pid int
+	poll(t, within, "worker pid file in "+logDir, func() bool {
+		b, err := os.ReadFile(filepath.Join(logDir, "deployhook.pid"))
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	return pid
+}
+
+// poll calls cond until it returns true, failing the test after within.
+func poll(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ---- logs ----
+
+var logTime = regexp.MustCompile(`^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [+-]\d{4} UTC) \[`)
+
+// lineTime returns the time of the first log line containing s and
+// logged at or after since (a log directory holds earlier runs too).
+func lineTime(log, s string, since time.Time) (time.Time, bool) {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if !strings.Contains(sc.Text(), s) {
+			continue
+		}
+		m := logTime.FindStringSubmatch(sc.Text())
+		if m == nil {
+			return time.Time{}, false
+		}
+		tm, err := time.Parse("2006-01-02 15:04:05.999999999 -0700 MST", m[1])
+		if err != nil || tm.Before(since) {
+			continue
+		}
+		return tm, true
+	}
+	return time.Time{}, false
+}
+
+// readLogDir returns every file of a runit log directory (current and the
+// rotated ones), concatenated.
+func readLogDir(t testing.TB, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Name() == "current" || strings.HasPrefix(e.Name(), "@") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		c, err := os.ReadFile(filepath.Join(dir, n))
+		if err == nil {
+			b.Write(c)
+		}
+	}
+	return b.String()
+}
+
+const startingLine = "Starting store2 -> store3 migration..."
+
+// seqRecords are n records of one bucket whose keys sort in index order,
+// so that progress shows as "key i exists".
+func seqRecords(bucket string, n int) func(i int) migrate.Record {
+	return func(i int) migrate.Record {
+		return migrate.Record{
+			Bucket:  bucket,
+			Key:     seqKey(i),
+			Version: int64(i%97 + 1),
+			Data:    []byte(fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", 40+i%60))),
+		}
+	}
+}
+
+func seqKey(i int) string { return fmt.Sprintf("k%07d::/app é", i) }
+
+func genAll(n int, gen func(int) migrate.Record) []migrate.Record {
+	out := make([]migrate.Record, n)
+	for i := range out {
+		out[i] = gen(i)
+	}
+	return out
+}
+
+// seedGen creates db with n records of gen (COPY) and returns them.
+func seedGen(t testing.TB, env *clitest.Env, db string, n int, gen func(int) migrate.Record) []migrate.Record {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.PG.CreateComponentDB(ctx, db, "store2_records"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.PG.SeedFunc(ctx, db, "store2_records", n, gen); err != nil {
+		t.Fatal(err)
+	}
+	return genAll(n, gen)
+}
+
+// waitProgress waits until the record of index i (of seqRecords) is in
+// store3 under prefix, or stop reports true.
+func waitProgress(t testing.TB, addr, token, prefix, bucket string, i int, within time.Duration, stop func() bool) {
+	t.Helper()
+	key := clitest.ExpectedKey(prefix, bucket, seqKey(i))
+	poll(t, within, fmt.Sprintf("record %d in store3", i), func() bool {
+		return stop() || rawGet(t, addr, token, key) != nil
+	})
+}
+
+// readProcState returns the state letter of /proc/<pid>/stat.
+func readProcState(pid int) (string, error) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	s := string(st)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if i < 0 || len(f) == 0 {
+		return "", fmt.Errorf("pid %d: bad stat %q", pid, s)
+	}
+	return f[0], nil
+}
