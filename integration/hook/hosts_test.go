@@ -158,3 +158,59 @@ func checkSource(t *testing.T, p parsedLine, line string) {
 		t.Errorf("want level INFO and source migrator.go:N: %q", line)
 	}
 }
+
+// Both hosts deploy a component with a record store3 cannot hold: one host
+// tries and fails; the other, which waited on the lock meanwhile, reports
+// that failure without trying again (DESIGN.md step 3); wait exits 5.
+func TestFailingRecordTwoHosts(t *testing.T) {
+	e := newEnv(t)
+	n := e.names("package_manager")
+	recs := clitest.Records(20000)
+	recs = append(recs, migrate.Record{Bucket: "migration", Key: "reserved", Version: 1, Data: []byte("x")})
+	e.SeedDB(n.DB, recs)
+	hosts := []string{"central-1", "central-2"}
+	confs, logs := map[string]string{}, map[string]string{}
+	for _, h := range hosts {
+		logs[h] = filepath.Join(e.Dir, "log", h, "pm")
+		confs[h] = e.conf(clitest.Conf{Component: "package_manager", Database: n.DB, Prefix: n.Prefix,
+			LogDir: logs[h], Name: h + ".conf"})
+	}
+	var wg sync.WaitGroup
+	res := make([]clitest.Result, len(hosts))
+	errs := make([]error, len(hosts))
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = e.Try("run", "-f", confs[h], "--hostname", h)
+		}()
+	}
+	wg.Wait()
+	for i := range hosts {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		recordLatency(res[i].Took)
+		if _, ok := pidIn(startedRE, res[i].Stderr); res[i].Code != 0 || !ok {
+			t.Fatalf("want a started worker:\n%s", res[i])
+		}
+	}
+	w := e.MustRun(5, "wait", "-f", confs["central-2"], "--timeout", "2m")
+	if !strings.Contains(w.Stdout, `failed record: bucket "migration" key "reserved"`) {
+		t.Errorf("wait does not name the record:\n%s", w)
+	}
+	starts := 0
+	for _, h := range hosts {
+		waitWorkerExit(t, logs[h])
+		lines := readLog(t, logs[h])
+		for _, l := range lines {
+			if strings.HasSuffix(l, "] Starting store2 -> store3 migration...") {
+				starts++
+			}
+		}
+		t.Logf("%s:\n%s", h, strings.Join(lines, "\n"))
+	}
+	if starts != 1 {
+		t.Errorf("%d attempts across the hosts, want 1: the host that waited on the lock must report the other's failure, not try again", starts)
+	}
+}
