@@ -641,3 +641,20 @@ func readProcState(pid int) (string, error) {
 	}
 	return f[0], nil
 }
+
+// tryGet is rawGet for a cluster in trouble: any failure is "not there
+// yet" (ok false) rather than a test failure.
+func tryGet(addr, key string) (present, ok bool) {
+	resp, err := http.Get("http://" + addr + "/v1/kv/" + pathEscape(key))
+	if err != nil {
+		return false, false
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, true
+	case http.StatusNotFound:
+		return false, true
+	}
+	return false, false
+}
