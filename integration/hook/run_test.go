@@ -233,3 +233,43 @@ drain:
 	e.AssertMigrated(n.Prefix, bigRecords(bigN))
 	waitWorkerExit(t, logDir)
 }
+
+// The worker dies mid-copy (a host crash, an OOM kill): the next deploy's
+// run on the same host starts a new worker, which takes the lock over and
+// completes the migration.
+func TestWorkerKilledThenRedeploy(t *testing.T) {
+	e := newEnv(t)
+	n := e.names("auth_server")
+	const count = 100_000
+	e.seedBig(n.DB, count)
+	logDir := filepath.Join(e.Dir, "log", "as")
+	conf := e.conf(clitest.Conf{Component: "auth_server", Database: n.DB, Prefix: n.Prefix, LogDir: logDir})
+
+	r := e.run(0, "-f", conf, "--hostname", "central-1")
+	pid, ok := pidIn(startedRE, r.Stderr)
+	if !ok {
+		t.Fatalf("no worker started:\n%s", r)
+	}
+	eventually(t, 60*time.Second, ".status running with records copied", func() bool {
+		st, _ := e.status(n.Prefix)
+		return st != nil && st.State == "running" && st.RecordsDone > 0
+	})
+	killPid(pid)
+	eventually(t, 10*time.Second, "the killed worker to die", func() bool { return !alive(pid) })
+
+	start := time.Now()
+	r = e.run(0, "-f", conf, "--hostname", "central-1")
+	pid2, ok := pidIn(startedRE, r.Stderr)
+	if !ok || pid2 == pid {
+		t.Fatalf("the redeploy did not start a new worker:\n%s", r)
+	}
+	e.MustRun(0, "wait", "-f", conf, "--timeout", "2m")
+	t.Logf("redeploy to done: %v", time.Since(start))
+	e.AssertMigrated(n.Prefix, bigRecords(count))
+	waitWorkerExit(t, logDir)
+	var reaped bool
+	for _, l := range readLog(t, logDir) {
+		reaped = reaped || strings.Contains(l, "which no longer exists: destroying its session")
+	}
+	t.Logf("new worker destroyed the dead holder's session (rather than waiting out its TTL): %t", reaped)
+}
