@@ -99,9 +99,9 @@ agent_prefix "" { policy = "read" }`)
 		t.Fatal(err)
 	}
 	secrets := map[string]string{
-		"postgres password":      pg.Password(),
-		"consul token":           token,
-		"consul management":      consul.ManagementToken(),
+		"postgres password":       pg.Password(),
+		"consul token":            token,
+		"consul management":       consul.ManagementToken(),
 		"wrong postgres password": badPassword,
 		"wrong consul token":      badToken,
 	}
