@@ -349,7 +349,13 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 			return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
 		case errors.Is(err, ErrLockBusy):
 			transientSince = time.Time{}
+			prev := holder
 			holder = r.reapDeadHolder(ctx)
+			if holder != prev && holder != "" {
+				// Once per holder: the operator reading this host's log
+				// learns why nothing happens here, and where to look.
+				o.Log.Infof("Waiting for lock %q, held%s", key, holder)
+			}
 		case IsTransient(err):
 			if transientSince.IsZero() {
 				transientSince = time.Now()

@@ -346,6 +346,7 @@ func TestRunLockTimeout(t *testing.T) {
 			if e.kv.Holder(migrate.LockKey(prefix)) != held.Session() {
 				t.Fatal("a live holder's session was destroyed")
 			}
+			e.log.find(t, fmt.Sprintf(`Waiting for lock "apcera/store3/jmdb/migration/.lock", held by host %s pid 777`, tc.host))
 		})
 	}
 }

@@ -119,7 +119,13 @@ func runWorker(c *cli.Context, comp *validate.Component) error {
 	}
 	defer dir.Close()
 	pidFile := filepath.Join(comp.LogDir, pidFileName)
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	// Written whole under a temporary name, so that a reader never sees a
+	// partial pid.
+	tmp := pidFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return withCode(exitFailure, fmt.Errorf("write pid file: %w", err))
+	}
+	if err := os.Rename(tmp, pidFile); err != nil {
 		return withCode(exitFailure, fmt.Errorf("write pid file: %w", err))
 	}
 	defer os.Remove(pidFile)

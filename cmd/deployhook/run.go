@@ -127,7 +127,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
 	if _, err := store2HasRecords(ctx, comp); errors.Is(err, migrate.ErrNeverUsed) {
-		return exitf(exitInvalid, "refusing to migrate: %v; this cluster never used store2, so set db.migrate_store2_to_store3 = false", err)
+		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err)
 	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {
@@ -190,7 +190,7 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 	}
 	locked, err := runitlog.Locked(comp.LogDir)
 	if err != nil {
-		return 0, false, withCode(exitFailure, err)
+		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
 	}
 	if locked {
 		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
@@ -220,9 +220,36 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 		return 0, false, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
 	}
 	pid := cmd.Process.Pid
-	// The worker outlives us; init reaps it.
-	_ = cmd.Process.Release()
-	return pid, true, nil
+	exited := make(chan int, 1)
+	go func() {
+		_ = cmd.Wait()
+		exited <- cmd.ProcessState.ExitCode()
+	}()
+	// Return once the worker owns its log directory and has written its
+	// pid file: a `wait` that follows can then tell a live worker from one
+	// that already ended. The worker outlives us; init reaps it.
+	deadline := time.NewTimer(2 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if p, ok := runningWorker(comp.LogDir); ok {
+			return p, p == pid, nil
+		}
+		select {
+		case code := <-exited:
+			if code == exitInvalid {
+				if p, ok := runningWorker(comp.LogDir); ok {
+					return p, false, nil // another run's worker won the log directory
+				}
+			}
+			// Finished already (or failed: wait says why from .status).
+			return pid, true, nil
+		case <-deadline.C:
+			return pid, true, nil
+		case <-tick.C:
+		}
+	}
 }
 
 // cloexecInherited marks every descriptor above standard error close-on-exec:

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,9 +19,9 @@ func waitCommand() *cli.Command {
 		Usage:     "block until every named component is migrated (0), one failed (5), or the timeout (4)",
 		ArgsUsage: " ",
 		Description: `Polls each component's migration keys in store3, so it works from any host.
-A failure recorded before wait started counts only when no new attempt
-shows up within --stale-grace: the worker that run just started may not
-have taken the lock yet.
+A failure recorded before wait started is final at once when this host's
+worker for the component has ended; otherwise (wait on another host) it
+counts when no new attempt shows up within --stale-grace.
 Exit codes: 0 all done, 2 usage, 3 invalid conf, 4 timed out, 5 a migration failed.`,
 		Flags: []cli.Flag{
 			confFlag,
@@ -66,7 +67,7 @@ func runWait(c *cli.Context) error {
 			case "failed":
 				s := row.Status
 				fresh := s.Finished.After(start) || s.Updated.After(start)
-				if fresh || time.Since(start) > grace {
+				if fresh || time.Since(start) > grace || localWorkerGone(comp.LogDir) {
 					writeFailure(out, comp.Name, row)
 					return silent(exitFailed)
 				}
@@ -122,4 +123,16 @@ func writeFailure(w io.Writer, name string, row componentState) {
 		fmt.Fprintf(w, "  failed record: bucket %q key %q: %s\n", r.Bucket, r.Key, r.Reason)
 	}
 	fmt.Fprintf(w, "  fix the cause, then run the deploy again (or `deployhook migrate -f CONF` by hand)\n")
+}
+
+// localWorkerGone reports whether this host ran a worker for the component
+// (its log directory exists) and none is alive now. `run` returns only once
+// its worker has written its pid file, so after a local `run` the failure
+// recorded in store3 is final: no new attempt is about to start here.
+func localWorkerGone(logDir string) bool {
+	if _, err := os.Stat(logDir); err != nil {
+		return false
+	}
+	_, alive := runningWorker(logDir)
+	return !alive
 }

@@ -45,6 +45,12 @@ func TestFailingRecordThenFixed(t *testing.T) {
 		t.Errorf(".done written by a failed migration: %+v", done)
 	}
 	waitWorkerExit(t, logDir)
+	// A failure recorded before this wait started is final at once here:
+	// this host's worker has ended, so no new attempt is coming (no 15 s
+	// grace, which a wait on another host would give it).
+	if w := e.MustRun(5, "wait", "-f", conf, "--timeout", "2m"); w.Took > 5*time.Second {
+		t.Errorf("wait took %v to report a failure whose worker ended on this host", w.Took)
+	}
 
 	ctx := context.Background()
 	if err := pg.Exec(ctx, n.DB, `DELETE FROM store2_records WHERE bucket = 'migration'`); err != nil {
