@@ -2,7 +2,9 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -73,6 +75,36 @@ func TestConsulFailover(t *testing.T) {
 		if err := leader.Restart(); err != nil {
 			t.Fatal(err)
 		}
+		// A restarted server rejoins as a non-voter until autopilot finds
+		// it stable: killing the next leader before it votes again would
+		// leave no quorum, an outage rather than a failover.
+		poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(follower.Addr()) })
 		runs++
 	}
+}
+
+// threeVoters asks autopilot whether all three servers are healthy voters.
+func threeVoters(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/v1/operator/autopilot/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Healthy bool
+		Servers []struct {
+			Name    string
+			Healthy bool
+			Voter   bool
+		}
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&h) != nil || !h.Healthy || len(h.Servers) != 3 {
+		return false
+	}
+	for _, s := range h.Servers {
+		if !s.Healthy || !s.Voter {
+			return false
+		}
+	}
+	return true
 }

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
@@ -65,6 +66,7 @@ var line = regexp.MustCompile(`RELIABILITY scenario="([^"]+)" runs=(\d+) ci_runs
 func main() {
 	in := flag.String("in", "", "read this go test -json stream instead of running the suite (\"-\": standard input)")
 	out := flag.String("out", "docs/RELIABILITY.md", "write the report here")
+	save := flag.String("save", "", "also save the go test -json stream to this file")
 	flag.Parse()
 	soak := os.Getenv("SOAK") == "1"
 	command := "go test -race -count=1 -timeout 30m -json " + pkg
@@ -96,12 +98,23 @@ func main() {
 		r = f
 		command = "(from " + *in + ")"
 	}
+	if *save != "" {
+		f, err := os.Create(*save)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		r = io.TeeReader(r, f)
+	}
 	rows, pkgElapsed, pkgResult, date := parse(r)
 	if wait != nil {
 		wait() // a failing suite still gets its report
 	}
 	if len(rows) == 0 {
 		fail(fmt.Errorf("no RELIABILITY lines in the test output"))
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		fail(err)
 	}
 	f, err := os.Create(*out)
 	if err != nil {
