@@ -113,10 +113,10 @@ func fenceSize(f Fence) int {
 	return opSize("check-session", f.LockKey, 0, 0, 0, f.Session)
 }
 
-// maxData is the largest value of key that fits one transaction besides an
-// op of fenceSz bytes, and kv_max_value_size.
-func maxData(l Limits, key string, fenceSz int) int {
-	avail := l.MaxBody - BodySize(2, fenceSz+opSize(VerbSet, key, 0, math.MaxUint64, 0, "")-len("null"))
+// maxData is the largest value of key with the given flags that fits one
+// transaction besides an op of fenceSz bytes, and kv_max_value_size.
+func maxData(l Limits, key string, flags uint64, fenceSz int) int {
+	avail := l.MaxBody - BodySize(2, fenceSz+opSize(VerbSet, key, 0, flags, 0, "")-len("null"))
 	// 2 + 4*ceil(n/3) <= avail
 	n := 3 * ((avail - 2) / 4)
 	if n < 0 {
@@ -129,10 +129,12 @@ func maxData(l Limits, key string, fenceSz int) int {
 }
 
 // MaxRecordData is the largest record data of key that fits one fenced
-// transaction (reserving room for a lock key of up to 256 bytes) and
-// kv_max_value_size.
+// transaction whatever the record's version and lock key (reserving room for
+// the widest flags and a lock key of up to 256 bytes), and kv_max_value_size.
+// The migration itself checks each record against its own version and the
+// fence it holds: Batcher.MaxData.
 func MaxRecordData(l Limits, key string) int {
-	return maxData(l, key, opSize("check-session", "", 0, 0, 0, "")+maxLockKey+sessionLen)
+	return maxData(l, key, math.MaxUint64, opSize("check-session", "", 0, 0, 0, "")+maxLockKey+sessionLen)
 }
 
 // sizeFailure is the reason of a record whose n bytes of data exceed max.
@@ -169,7 +171,9 @@ func NewBatcher(l Limits, fence Fence, keep int) *Batcher {
 }
 
 // MaxData is the largest data of key this batcher can store.
-func (b *Batcher) MaxData(key string) int { return maxData(b.limits, key, b.fence) }
+func (b *Batcher) MaxData(key string, flags uint64) int {
+	return maxData(b.limits, key, flags, b.fence)
+}
 
 func (b *Batcher) fenceOps() int {
 	if b.fence > 0 {
@@ -189,7 +193,7 @@ func (b *Batcher) newBatch() *Batch {
 
 // Add adds a set of key to the batch being built; data is copied. When the
 // op does not fit, Add returns the full batch and starts a new one with the
-// op. The caller has checked len(data) <= MaxData(key).
+// op. The caller has checked len(data) <= MaxData(key, flags).
 func (b *Batcher) Add(key string, flags uint64, data []byte) (full *Batch) {
 	size := opSize(VerbSet, key, len(data), flags, 0, "")
 	if c := b.cur; c != nil {

@@ -69,8 +69,8 @@ func TestBatcherRespectsLimits(t *testing.T) {
 			for i := range count {
 				key := fmt.Sprintf("apcera/store3/jmdb/jobs/k%05d", i)
 				data := bytes.Repeat([]byte{byte(i)}, size)
-				if len(data) > b.MaxData(key) {
-					t.Fatalf("%d bytes do not fit (max %d)", size, b.MaxData(key))
+				if len(data) > b.MaxData(key, uint64(i)) {
+					t.Fatalf("%d bytes do not fit (max %d)", size, b.MaxData(key, uint64(i)))
 				}
 				if full := b.Add(key, uint64(i), data); full != nil {
 					batches = append(batches, full)
@@ -111,15 +111,19 @@ func TestMaxRecordData(t *testing.T) {
 		t.Fatalf("MaxRecordData at the defaults = %d, want about 393 KB", n)
 	}
 	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
-	exact := NewBatcher(DefaultLimits, fence, 0).MaxData(key)
-	if exact < n {
-		t.Fatalf("exact %d < conservative %d", exact, n)
-	}
-	if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact), Flags: math.MaxUint64}}); len(body) > DefaultLimits.MaxBody {
-		t.Fatalf("%d bytes of data make a %d-byte body", exact, len(body))
-	}
-	if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact+3), Flags: math.MaxUint64}}); len(body) <= DefaultLimits.MaxBody {
-		t.Fatalf("MaxData %d is not the largest: %d bytes still fit", exact, exact+3)
+	// The limit depends on the record's version (Flags): each is exact
+	// for its own, and one byte more does not fit.
+	for _, flags := range []uint64{0, 7, 1 << 40, math.MaxUint64} {
+		exact := NewBatcher(DefaultLimits, fence, 0).MaxData(key, flags)
+		if exact < n {
+			t.Fatalf("flags %d: exact %d < conservative %d", flags, exact, n)
+		}
+		if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact), Flags: flags}}); len(body) > DefaultLimits.MaxBody {
+			t.Fatalf("flags %d: %d bytes of data make a %d-byte body", flags, exact, len(body))
+		}
+		if body := apiBody(t, fence, []Op{{Verb: VerbSet, Key: key, Value: make([]byte, exact+1), Flags: flags}}); len(body) <= DefaultLimits.MaxBody {
+			t.Fatalf("flags %d: MaxData %d is not the largest: %d bytes still fit", flags, exact, exact+1)
+		}
 	}
 	small := Limits{MaxOps: 128, MaxBody: 512 * 1024, MaxValue: 1000}
 	if got := MaxRecordData(small, key); got != 1000 {

@@ -526,7 +526,7 @@ func (r *run) check(rec *Record, b *Batcher) (key string, maxLen int, reason str
 	if err != nil {
 		return "", 0, "cannot escape: " + err.Error()
 	}
-	return key, b.MaxData(key), ""
+	return key, b.MaxData(key, uint64(rec.Version)), ""
 }
 
 func (r *run) recordFailure(rec *Record, reason string) {
