@@ -59,7 +59,7 @@ func TestPostgresUnreachable(t *testing.T) {
 	if !strings.Contains(r.Stderr, "retrying") {
 		t.Errorf("no retry logged:\n%s", r)
 	}
-	t.Logf("gave up after %v", r.Took)
+	t.Logf("gave up after %v: %s", r.Took, lastLine(r.Stderr))
 	e.assertNothingMigrated(t, e.prefix("jm"))
 	kv, _ := e.RawKV(e.prefix("jm"))
 	for _, p := range kv {
@@ -79,7 +79,7 @@ func TestConsulUnreachable(t *testing.T) {
 	if !strings.Contains(r.Stderr, fmt.Sprintf("127.0.0.1:%d", port)) {
 		t.Errorf("the output does not name the Consul address:\n%s", r)
 	}
-	t.Logf("gave up after %v", r.Took)
+	t.Logf("gave up after %v: %s", r.Took, lastLine(r.Stderr))
 	// status cannot read it either.
 	e.MustRun(1, "status", "-f", conf)
 }
@@ -110,8 +110,11 @@ func TestNeverUsedStore2(t *testing.T) {
 			}
 		})
 	}
-	e.assertNothingMigrated(t, e.prefix("jm"))
-	e.assertNothingMigrated(t, e.prefix("pm"))
+	for _, short := range []string{"jm", "pm"} {
+		e.assertNothingMigrated(t, e.prefix(short))
+		kv, _ := e.RawKV(e.prefix(short))
+		t.Logf("%s: keys left by the refused runs: %q", short, keysOf(kv))
+	}
 	// verify refuses too.
 	e.MustRun(3, "verify", "-f", cases["table missing"])
 }
@@ -317,4 +320,9 @@ func TestDangerousPrefixes(t *testing.T) {
 			}
 		})
 	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
 }
