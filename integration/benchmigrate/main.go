@@ -53,6 +53,7 @@ var (
 	flagValue    = flag.Int("value-size", 200, "bytes per record")
 	flagKeep     = flag.Bool("keep", false, "keep the servers' directory (printed) after the run")
 	flagInFlight = flag.Int("profile-inflight", 0, "Options.InFlight of the -cpuprofile run (0: the migrator's default, as the binary)")
+	flagCompare  = flag.Int("compare-inflight", 0, "after the runs, alternate `N` times: ceiling with 6 and 8 in flight, in-process migrations with InFlight 6 and 8, and print the phases")
 	flagProfile  = flag.String("cpuprofile", "", "after the runs, migrate once more in this process (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
 )
 
@@ -211,7 +212,15 @@ func bench() error {
 	freelist := freelistBytes(cl)
 
 	if *flagProfile != "" {
-		if err := profile(ctx, pg, consul, n, *flagProfile); err != nil {
+		ph, err := inProcess(ctx, pg, consul, n, *flagInFlight, *flagProfile)
+		if err != nil {
+			return err
+		}
+		logf("in-process migrate under the profiler (InFlight %d, 0 = default): %s; %.0f records/s in the copy; go tool pprof -top %s",
+			*flagInFlight, ph, float64(n)/ph.copy.Seconds(), *flagProfile)
+	}
+	if *flagCompare > 0 {
+		if err := compareInFlight(ctx, pg, consul, cl, n); err != nil {
 			return err
 		}
 	}
@@ -417,6 +426,11 @@ func report(s sample, n, k int, importRate, freelist float64) {
 	fmt.Printf("| `consul kv import` (one PUT per key) | %.0f | sample of %d records |\n", importRate, k)
 	fmt.Printf("\n| ratio | value | target |\n| --- | ---: | --- |\n")
 	fmt.Printf("| migrate / ceiling (best of 1 and 8 in flight) | %.2f | ≥ 0.8 |\n", mig/ceil)
+	paired := make([]float64, len(s.migWall))
+	for i := range paired {
+		paired[i] = s.migWall[i] / max(s.ceil1[i], s.ceil8[i])
+	}
+	fmt.Printf("| the same, median of the per-run ratios | %.2f | ≥ 0.8 |\n", median(paired))
 	fmt.Printf("| migrate / `consul kv import` | %.1f× | ≈ 24× |\n", mig/importRate)
 	verdict := "ok"
 	if median(rss) >= float64(*flagRSSLimit) {
@@ -429,30 +443,31 @@ func report(s sample, n, k int, importRate, freelist float64) {
 	}
 }
 
-// profile migrates once more in this process, with the stores and options
-// `deployhook migrate` builds, under a CPU profile: the binary cannot be
-// profiled from outside without changing it.
-func profile(ctx context.Context, pg *harness.Postgres, c *harness.Consul, n int, path string) error {
+// phases is the timing of one in-process migration: before the first
+// transaction (lock, snapshot, wipe), the copy, and after the last
+// transaction (verification, .done).
+type phases struct {
+	before, copy, after, total time.Duration
+}
+
+// inProcess migrates once more in this process, with the stores and options
+// `deployhook migrate` builds (InFlight aside, 0 is its default), under a
+// CPU profile when path is set: the binary cannot be profiled from outside
+// without changing it.
+func inProcess(ctx context.Context, pg *harness.Postgres, c *harness.Consul, n, inflight int, path string) (phases, error) {
+	var ph phases
 	src, err := pgsource.New(ctx, pgsource.Config{URL: pg.URL(database), Database: database, Table: table})
 	if err != nil {
-		return err
+		return ph, err
 	}
 	kv, err := consulkv.New(consulkv.Config{Address: c.Addr()})
 	if err != nil {
-		return err
+		return ph, err
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	// The phases, from the progress callback: the first and the last
-	// transaction of the copy; before is lock, snapshot and wipe, after is
-	// verification and .done.
 	var first, last time.Time
 	m := &migrate.Migrator{Source: src, KV: kv, Locker: kv, Opts: migrate.Options{
-		Component: component, Prefix: prefix, Hostname: "bench-profile", ToolVersion: "bench",
-		InFlight: *flagInFlight,
+		Component: component, Prefix: prefix, Hostname: "bench-in-process", ToolVersion: "bench",
+		InFlight: inflight,
 		Progress: func(done, total int64) {
 			if first.IsZero() {
 				first = time.Now()
@@ -460,20 +475,74 @@ func profile(ctx context.Context, pg *harness.Postgres, c *harness.Consul, n int
 			last = time.Now()
 		},
 	}}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return err
+	if path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return ph, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return ph, err
+		}
 	}
 	start := time.Now()
 	res, err := m.Run(ctx)
 	end := time.Now()
-	pprof.StopCPUProfile()
-	if err != nil {
-		return fmt.Errorf("in-process migrate: %w", err)
+	if path != "" {
+		pprof.StopCPUProfile()
 	}
-	logf("in-process migrate under the profiler (InFlight %d, 0 = default): %d records in %v (%.0f records/s); profile in %s (go tool pprof -top %s)",
-		*flagInFlight, res.Migrated, end.Sub(start).Round(time.Millisecond), float64(n)/end.Sub(start).Seconds(), path, path)
-	logf("  phases: before the first txn %v; copy %v (%.0f records/s); after the last txn (verify, .done) %v",
-		first.Sub(start).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond),
-		float64(n)/last.Sub(first).Seconds(), end.Sub(last).Round(time.Millisecond))
-	return wipe(kv.Client(), prefix)
+	if err != nil {
+		return ph, fmt.Errorf("in-process migrate: %w", err)
+	}
+	if res.Migrated != int64(n) {
+		return ph, fmt.Errorf("in-process migrate: %d records migrated, want %d", res.Migrated, n)
+	}
+	ph = phases{before: first.Sub(start), copy: last.Sub(first), after: end.Sub(last), total: end.Sub(start)}
+	return ph, wipe(kv.Client(), prefix)
+}
+
+func (p phases) String() string {
+	return fmt.Sprintf("total %v; before the first txn %v; copy %v; after the last txn (verify, .done) %v",
+		p.total.Round(time.Millisecond), p.before.Round(time.Millisecond), p.copy.Round(time.Millisecond), p.after.Round(time.Millisecond))
+}
+
+// compareInFlight separates what bounds the migration: the copy with the
+// migrator's 6 transactions in flight and with 8, beside the ceiling at 6
+// and 8, alternated so that a noisy machine weighs on each alike.
+func compareInFlight(ctx context.Context, pg *harness.Postgres, c *harness.Consul, cl *api.Client, n int) error {
+	rates := map[string][]float64{}
+	var after []float64
+	for i := 0; i < *flagCompare; i++ {
+		for _, inflight := range []int{6, 8} {
+			r, err := ceiling(ctx, cl, n, inflight)
+			if err != nil {
+				return err
+			}
+			if err := wipe(cl, ceilPre); err != nil {
+				return err
+			}
+			rates[fmt.Sprintf("ceiling, %d in flight", inflight)] = append(rates[fmt.Sprintf("ceiling, %d in flight", inflight)], r)
+			ph, err := inProcess(ctx, pg, c, n, inflight, "")
+			if err != nil {
+				return err
+			}
+			logf("compare %d: InFlight %d: ceiling %.0f records/s; migrator %s", i+1, inflight, r, ph)
+			k := fmt.Sprintf("migrator copy phase, InFlight %d", inflight)
+			rates[k] = append(rates[k], float64(n)/ph.copy.Seconds())
+			k = fmt.Sprintf("migrator whole run, InFlight %d", inflight)
+			rates[k] = append(rates[k], float64(n)/ph.total.Seconds())
+			after = append(after, ph.after.Seconds())
+		}
+	}
+	fmt.Printf("\nIn-process comparison, median of %d alternations:\n\n| measure | records/s |\n| --- | ---: |\n", *flagCompare)
+	keys := make([]string, 0, len(rates))
+	for k := range rates {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Printf("| %s | %.0f |\n", k, median(rates[k]))
+	}
+	fmt.Printf("| verification and .done after the copy | %.2f s |\n", median(after))
+	return nil
 }
