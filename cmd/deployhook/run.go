@@ -193,6 +193,11 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
 	}
 	if locked {
+		// Another run's worker may have just taken the directory: it
+		// writes its pid file next.
+		if pid, ok := awaitWorker(comp.LogDir); ok {
+			return pid, false, nil
+		}
 		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
 	}
 	exe, err := os.Executable()
@@ -239,7 +244,7 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 		select {
 		case code := <-exited:
 			if code == exitInvalid {
-				if p, ok := runningWorker(comp.LogDir); ok {
+				if p, ok := awaitWorker(comp.LogDir); ok {
 					return p, false, nil // another run's worker won the log directory
 				}
 			}
@@ -271,6 +276,21 @@ func cloexecInherited() error {
 		unix.CloseOnExec(fd)
 	}
 	return nil
+}
+
+// awaitWorker waits briefly for a worker that holds dir's lock to record
+// its pid: it takes the lock first and writes the pid file right after.
+func awaitWorker(dir string) (int, bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if pid, ok := runningWorker(dir); ok {
+			return pid, true
+		}
+		if time.Now().After(deadline) {
+			return 0, false
+		}
+		time.Sleep(10 * time.Millisecond) // polling a file another process writes
+	}
 }
 
 // runningWorker returns the pid recorded in dir's pid file when that process

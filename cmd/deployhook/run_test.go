@@ -5,11 +5,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apcera/deployhook/integration/harness"
+	"github.com/apcera/deployhook/runitlog"
 )
 
 // A cluster that never used store2 must never migrate, and run must say so
@@ -49,5 +53,42 @@ func TestRunRefusesNeverUsedStore2(t *testing.T) {
 				t.Errorf("log dir %s exists: a worker was started (%v)", logDir, err)
 			}
 		})
+	}
+}
+
+// A worker takes its log directory's lock, then writes its pid file. A run
+// that looks in between must wait for the pid file and report the worker
+// already running, not blame an svlogd and fail the deploy.
+func TestRunFindsWorkerBetweenLockAndPidFile(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "log")
+	held, err := runitlog.Open(logDir, runitlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	// Stands in for the worker: a live process whose command line has
+	// --worker (the shell stays, as it has more to do after sleep).
+	fake := exec.Command("bash", "-c", "sleep 30; true", "deployhook", "--worker")
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { fake.Process.Kill(); fake.Wait() }()
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the gap being tested
+		os.WriteFile(filepath.Join(logDir, pidFileName), []byte(strconv.Itoa(fake.Process.Pid)+"\n"), 0o644)
+	}()
+
+	// Both stores on a closed port: the data-loss checks are skipped.
+	closed := "127.0.0.1:1"
+	conf := filepath.Join(dir, "jm.conf")
+	text := fmt.Sprintf("component: job_manager\ndb: {\n  kind: store3\n  migrate_store2_to_store3: true\n  postgres: { url: \"postgres://u@%s/jmdb\" }\n  consul: { address: %q }\n}\nlog_dir: %q\n", closed, closed, logDir)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := runMain([]string{"deployhook", "run", "-f", conf}, strings.NewReader(""), &out, &errb)
+	if code != exitOK || !strings.Contains(errb.String(), fmt.Sprintf("already running on this host (pid %d)", fake.Process.Pid)) {
+		t.Fatalf("run exit %d, want 0 and the running worker named:\n%s", code, errb.String())
 	}
 }

@@ -16,8 +16,10 @@ import (
 
 // acquireBound is how soon a rerun on the crashed host must start copying:
 // well under the 10 s session TTL (Consul invalidates after up to twice
-// that) plus the 1 s lock delay, so only a reaped dead holder passes.
-const acquireBound = 8 * time.Second
+// that) plus the 1 s lock delay, so only a reaped dead holder passes; and
+// under consul/api's fixed 5 s retry during a lock delay, which TryLock
+// must not sit out (a reap costs the 1 s delay and one lock wait).
+const acquireBound = 4 * time.Second
 
 // killPoints spreads n kill points over a run: -1 is "during the wipe",
 // the others fractions of the records copied (1 is "all copied, before

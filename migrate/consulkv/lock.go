@@ -64,6 +64,14 @@ func (s *Store) TryLock(ctx context.Context, key string, wait time.Duration) (mi
 		err  error
 	}
 	stop := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	// consul/api sleeps a fixed 5 s, whatever LockWaitTime, when a lock
+	// delay is in effect (right after a dead holder's session is
+	// destroyed): bound the whole attempt by wait, so the caller tries
+	// again as soon as the delay is over.
+	timer := time.AfterFunc(wait+100*time.Millisecond, halt)
+	defer timer.Stop()
 	res := make(chan result, 1)
 	go func() {
 		lost, err := l.Lock(stop)
@@ -73,7 +81,7 @@ func (s *Store) TryLock(ctx context.Context, key string, wait time.Duration) (mi
 	select {
 	case r = <-res:
 	case <-ctx.Done():
-		close(stop)
+		halt()
 		go func() {
 			if r := <-res; r.lost != nil {
 				l.Unlock()
