@@ -977,34 +977,29 @@ func slabSize(off, n int) int {
 }
 
 func (p *parser) takeEntries(base int) []*Entry {
-	n := len(p.entStack) - base
-	if n == 0 {
-		return nil
-	}
-	if len(p.entPtrs) < n {
-		p.entPtrs = make([]*Entry, max(n, slabSize(p.off, len(p.src))*2))
-	}
-	out := p.entPtrs[:n:n]
-	p.entPtrs = p.entPtrs[n:]
-	copy(out, p.entStack[base:])
-	clear(p.entStack[base:])
-	p.entStack = p.entStack[:base]
-	return out
+	return take(&p.entStack, &p.entPtrs, base, slabSize(p.off, len(p.src))*2)
 }
 
 func (p *parser) takeValues(base int) []*Value {
-	n := len(p.valStack) - base
+	return take(&p.valStack, &p.valPtrs, base, slabSize(p.off, len(p.src))*2)
+}
+
+// take moves the elements of *stack above base into a slice carved from the
+// slab *ptrs (refilled with at least slab elements when short), so that
+// the children of every map and array share a few large allocations.
+func take[T any](stack, ptrs *[]T, base, slab int) []T {
+	n := len(*stack) - base
 	if n == 0 {
 		return nil
 	}
-	if len(p.valPtrs) < n {
-		p.valPtrs = make([]*Value, max(n, slabSize(p.off, len(p.src))*2))
+	if len(*ptrs) < n {
+		*ptrs = make([]T, max(n, slab))
 	}
-	out := p.valPtrs[:n:n]
-	p.valPtrs = p.valPtrs[n:]
-	copy(out, p.valStack[base:])
-	clear(p.valStack[base:])
-	p.valStack = p.valStack[:base]
+	out := (*ptrs)[:n:n]
+	*ptrs = (*ptrs)[n:]
+	copy(out, (*stack)[base:])
+	clear((*stack)[base:])
+	*stack = (*stack)[:base]
 	return out
 }
 
