@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/apcera/deployhook/integration/clitest"
+	"github.com/apcera/deployhook/integration/harness"
 )
 
 // holdLock takes <prefix>migration/.lock with consul/api's Lock, as another
@@ -54,7 +55,9 @@ func sessionsNamed(t *testing.T, e *env, name string) int {
 // copying.
 func TestLockHeldThenDone(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	// A Consul of its own: the only sessions on it are the holder's and
+	// those of the migrate under test.
+	e := ownEnv(t, sharedPG, harness.StartConsul(t, harness.WithLogLevel("warn")))
 	conf := e.conf("job_manager", "jm", recordsFor("jm", 50), clitest.Conf{Name: "wait.conf"})
 	p := e.prefix("jm")
 	lk := holdLock(t, e, p)
