@@ -301,17 +301,18 @@ func (r *run) attempt(ctx context.Context) (*Result, error) {
 	// 8. Verify count and digest, then write the done key.
 	var held Tally
 	var foreign []string
+	var nForeign int
 	err = r.retry(ctx, "verify store3", func() error {
 		var err error
-		held, foreign, err = tallyStore(ctx, r.m.KV, o.Prefix)
+		held, foreign, nForeign, err = tallyStore(ctx, r.m.KV, o.Prefix)
 		return err
 	})
 	if err != nil {
 		return res, err
 	}
-	if !held.Equal(read) || len(foreign) > 0 {
+	if !held.Equal(read) || nForeign > 0 {
 		return res, fmt.Errorf("%w: store2 snapshot has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
-			ErrMismatch, read.Count, read.Digest, held.Count, held.Digest, len(foreign), firstN(foreign, 5))
+			ErrMismatch, read.Count, read.Digest, held.Count, held.Digest, nForeign, foreign)
 	}
 	took := time.Since(r.clock)
 	done := &Done{
@@ -827,11 +828,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
-}
-
-func firstN(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

@@ -115,6 +115,13 @@ type KV interface {
 	Index(ctx context.Context, prefix string) (uint64, error)
 }
 
+// PairScanner is a KV that can stream the pairs under a prefix, sorted by
+// key, without holding them all. Verification uses it when the KV has it,
+// so its memory stays constant however large a chunk of keys is.
+type PairScanner interface {
+	ScanPairs(ctx context.Context, prefix string, fn func(*Pair) error) error
+}
+
 // Locker takes the migration lock.
 type Locker interface {
 	// TryLock tries to take the lock at key for up to wait. It returns

@@ -45,12 +45,13 @@ func chunkPrefixes(dir string) []string {
 	return out
 }
 
-// scanStore calls fn for each chunk of pairs under prefix outside
-// migration/, and foreign for every key no record can produce that it
-// finds. Keys under a bucket whose first byte lies outside the escaped
-// alphabet are not listed: only a writer that ignores the escaping and the
-// lock can put them there.
-func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, pairs []Pair) error, foreign func(key string)) error {
+// scanStore calls fn for every pair under prefix outside migration/, with
+// the chunk it was listed in, and foreign for every key no record can
+// produce that it finds. One chunk is listed at a time, and streamed when
+// the KV can (PairScanner), so memory stays constant. Keys under a bucket
+// whose first byte lies outside the escaped alphabet are not listed: only a
+// writer that ignores the escaping and the lock can put them there.
+func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, p *Pair) error, foreign func(key string)) error {
 	top, err := kv.Keys(ctx, prefix, "/")
 	if err != nil {
 		return fmt.Errorf("list %q: %w", prefix, err)
@@ -75,36 +76,56 @@ func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, 
 			foreign(dir)
 		}
 		for _, chunk := range chunkPrefixes(dir) {
-			pairs, err := kv.List(ctx, chunk)
+			id := chunk[len(prefix):]
+			err := scanPairs(ctx, kv, chunk, func(p *Pair) error { return fn(id, p) })
 			if err != nil {
 				return fmt.Errorf("list %q: %w", chunk, err)
-			}
-			if len(pairs) == 0 {
-				continue
-			}
-			if err := fn(chunk[len(prefix):], pairs); err != nil {
-				return err
 			}
 		}
 	}
 	return nil
 }
 
-// tallyStore counts and digests what store3 holds under prefix.
-func tallyStore(ctx context.Context, kv KV, prefix string) (Tally, []string, error) {
+// scanPairs streams the pairs under prefix when kv can, else lists them.
+func scanPairs(ctx context.Context, kv KV, prefix string, fn func(*Pair) error) error {
+	if s, ok := kv.(PairScanner); ok {
+		return s.ScanPairs(ctx, prefix, fn)
+	}
+	pairs, err := kv.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for i := range pairs {
+		if err := fn(&pairs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxForeign bounds the foreign keys a tally names; it counts them all.
+const maxForeign = 5
+
+// tallyStore counts and digests what store3 holds under prefix. It names
+// at most maxForeign foreign keys, and counts them all.
+func tallyStore(ctx context.Context, kv KV, prefix string) (Tally, []string, int, error) {
 	var t Tally
 	var foreign []string
-	err := scanStore(ctx, kv, prefix, func(_ string, pairs []Pair) error {
-		for _, p := range pairs {
-			if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
-				foreign = append(foreign, p.Key)
-				continue
-			}
-			t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
+	nForeign := 0
+	addForeign := func(k string) {
+		if nForeign++; len(foreign) < maxForeign {
+			foreign = append(foreign, k)
 		}
+	}
+	err := scanStore(ctx, kv, prefix, func(_ string, p *Pair) error {
+		if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
+			addForeign(p.Key)
+			return nil
+		}
+		t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
 		return nil
-	}, func(k string) { foreign = append(foreign, k) })
-	return t, foreign, err
+	}, addForeign)
+	return t, foreign, nForeign, err
 }
 
 // The kinds of difference Verify reports.
@@ -179,22 +200,18 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 		d.Source.Merge(*t)
 	}
 
-	differ := map[string]bool{}
-	seen := map[string]bool{}
-	err = scanStore(ctx, kv, prefix, func(chunk string, pairs []Pair) error {
-		var t Tally
-		for _, p := range pairs {
-			if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
-				add(DiffEntry{Kind: DiffExtra, StoreKey: p.Key, Detail: "foreign key: " + err.Error()})
-				continue
-			}
-			t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
+	storeChunks := map[string]*Tally{}
+	err = scanStore(ctx, kv, prefix, func(chunk string, p *Pair) error {
+		if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
+			add(DiffEntry{Kind: DiffExtra, StoreKey: p.Key, Detail: "foreign key: " + err.Error()})
+			return nil
 		}
-		d.Store.Merge(t)
-		seen[chunk] = true
-		if s := srcChunks[chunk]; s == nil || !s.Equal(t) {
-			differ[chunk] = true
+		t := storeChunks[chunk]
+		if t == nil {
+			t = &Tally{}
+			storeChunks[chunk] = t
 		}
+		t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
 		return nil
 	}, func(k string) {
 		add(DiffEntry{Kind: DiffExtra, StoreKey: k, Detail: "foreign key"})
@@ -202,8 +219,15 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	if err != nil {
 		return nil, err
 	}
+	differ := map[string]bool{}
+	for c, t := range storeChunks {
+		d.Store.Merge(*t)
+		if s := srcChunks[c]; s == nil || !s.Equal(*t) {
+			differ[c] = true
+		}
+	}
 	for c := range srcChunks {
-		if !seen[c] {
+		if storeChunks[c] == nil {
 			differ[c] = true
 		}
 	}
@@ -219,14 +243,14 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	store := map[string]held{}
 	for c := range differ {
-		pairs, err := kv.List(ctx, prefix+c)
-		if err != nil {
-			return nil, fmt.Errorf("list %q: %w", prefix+c, err)
-		}
-		for _, p := range pairs {
+		err := scanPairs(ctx, kv, prefix+c, func(p *Pair) error {
 			if _, _, err := ParseStoreKey(prefix, p.Key); err == nil {
 				store[p.Key[len(prefix):]] = held{int64(p.Flags), sha256.Sum256(p.Value), len(p.Value)}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list %q: %w", prefix+c, err)
 		}
 	}
 	var found []DiffEntry

@@ -148,7 +148,7 @@ func migrationCode(ctx context.Context, err error) int {
 		return exitInvalid
 	case errors.Is(err, migrate.ErrLockBusy):
 		return exitLock
-	case errors.Is(err, migrate.ErrRecordFailures), errors.Is(err, migrate.ErrMismatch),
+	case errors.Is(err, migrate.ErrRecordFailures), errors.Is(err, migrate.ErrMismatch), errors.Is(err, migrate.ErrDryRunFailed),
 		errors.Is(err, migrate.ErrFailedElsewhere), errors.Is(err, migrate.ErrLockLost):
 		return exitFailed
 	}

@@ -53,6 +53,7 @@ const MaxOps = 128
 // Store is store3 on one Consul agent.
 type Store struct {
 	c       *api.Client
+	cfg     *api.Config // as NewClient resolved it: scheme, address, HTTP client
 	token   string
 	timeout time.Duration
 }
@@ -95,7 +96,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	s := &Store{c: c, token: ac.Token, timeout: cfg.RequestTimeout}
+	s := &Store{c: c, cfg: ac, token: ac.Token, timeout: cfg.RequestTimeout}
 	if s.timeout <= 0 {
 		s.timeout = 30 * time.Second
 	}

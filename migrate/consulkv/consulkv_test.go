@@ -507,3 +507,41 @@ func TestDotSegmentsRefused(t *testing.T) {
 		t.Errorf(`List("a/.x") = %d pairs, %v; want none and no error`, len(ps), err)
 	}
 }
+
+// ScanPairs streams what List returns: same pairs, same order, values
+// byte for byte, and nothing (no error) for an empty prefix.
+func TestScanPairsMatchesList(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, shared, "")
+	p := prefix(t)
+	var ops []migrate.Op
+	for i := range 300 {
+		ops = append(ops, migrate.Op{Verb: migrate.VerbSet, Key: fmt.Sprintf("%sb/k=%03d", p, i), Value: []byte{byte(i), 0, 0xFF, '"'}, Flags: uint64(i) << 40})
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 120)
+		if err := s.Txn(ctx, migrate.Fence{}, ops[:n]); err != nil {
+			t.Fatal(err)
+		}
+		ops = ops[n:]
+	}
+	list, err := s.List(ctx, p+"b/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []migrate.Pair
+	if err := s.ScanPairs(ctx, p+"b/", func(pr *migrate.Pair) error { got = append(got, *pr); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(list, got); d != "" || len(got) != 300 {
+		t.Errorf("ScanPairs differs from List (%d pairs) (-list +scan):\n%s", len(got), d)
+	}
+	n := 0
+	if err := s.ScanPairs(ctx, p+"none/", func(*migrate.Pair) error { n++; return nil }); err != nil || n != 0 {
+		t.Errorf("ScanPairs of an empty prefix: %d pairs, %v", n, err)
+	}
+	if err := s.ScanPairs(ctx, p+"b/.", func(*migrate.Pair) error { return nil }); err == nil {
+		t.Errorf("ScanPairs of a '.' segment: no error")
+	}
+}
