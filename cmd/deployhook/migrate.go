@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,6 +36,7 @@ Exit codes: 0 done or already done, 1 unexpected failure, 2 usage,
 			confFlag, kindFlag, migrateFlag, hostnameFlag,
 			&cli.BoolFlag{Name: "dry_run_store_migration", Usage: "check everything a migration needs without writing anything"},
 			&cli.DurationFlag{Name: "lock-timeout", Usage: "give up (exit 4) when the lock is not acquired within `D`; 0 waits for ever"},
+			&cli.DurationFlag{Name: "retry-for", Value: 2 * time.Minute, Usage: "keep retrying an unreachable PostgreSQL or Consul for `D` before giving up (exit 1)"},
 			workerFlag,
 		},
 		Action: runMigrate,
@@ -85,6 +87,7 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		Hostname:    hostname(c),
 		PID:         os.Getpid(),
 		LockTimeout: c.Duration("lock-timeout"),
+		Retry:       migrate.Backoff{GiveUp: c.Duration("retry-for")},
 		ToolVersion: version,
 		Log:         newLog(w),
 	}

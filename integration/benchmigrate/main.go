@@ -33,7 +33,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -327,7 +326,7 @@ func runMigrate(bin, conf string, pg *harness.Postgres, n int) (migrateRun, erro
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	err := cmd.Run()
+	peak, err := harness.RunPeakRSS(cmd)
 	wall := time.Since(start)
 	if err != nil {
 		return migrateRun{}, fmt.Errorf("deployhook migrate: %v\n%s", err, stderr.String())
@@ -340,8 +339,7 @@ func runMigrate(bin, conf string, pg *harness.Postgres, n int) (migrateRun, erro
 	if err != nil {
 		return migrateRun{}, err
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return migrateRun{wall: wall, took: took, rss: ru.Maxrss, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
+	return migrateRun{wall: wall, took: took, rss: peak, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
 }
 
 // kvImport imports k records with `consul kv import` (one PUT per key) and

@@ -195,22 +195,9 @@ func (e *Env) Command(args ...string) *exec.Cmd {
 // Run runs deployhook with args and waits for it, for at most 5 minutes.
 func (e *Env) Run(args ...string) Result {
 	e.T.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := e.Command(args...)
-	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
-	cmd.Env = append(os.Environ(), e.Vars...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	start := time.Now()
-	err := cmd.Run()
-	r := Result{Args: args, Stdout: out.String(), Stderr: errb.String(), Took: time.Since(start)}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.Code = ee.ExitCode()
-	case err != nil:
-		e.T.Fatalf("deployhook %s: %v", strings.Join(args, " "), err)
+	r, err := e.Try(args...)
+	if err != nil {
+		e.T.Fatal(err)
 	}
 	return r
 }
@@ -264,29 +251,14 @@ func (e *Env) RawKV(prefix string) (map[string]RawPair, uint64) {
 // RawKVAt is RawKV against any Consul address.
 func RawKVAt(t testing.TB, addr, token, prefix string) (map[string]RawPair, uint64) {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+addr+"/v1/kv/"+prefix+"?recurse=true", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("X-Consul-Token", token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", req.URL, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, body := ConsulRequest(t, "GET", addr, token, "/v1/kv/"+prefix+"?recurse=true", nil)
 	index, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
 	out := map[string]RawPair{}
 	if resp.StatusCode == http.StatusNotFound {
 		return out, index
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s: %s", req.URL, resp.Status, body)
+		t.Fatalf("GET %s: %s: %s", prefix, resp.Status, body)
 	}
 	var pairs []struct {
 		Key   string
@@ -294,11 +266,12 @@ func RawKVAt(t testing.TB, addr, token, prefix string) (map[string]RawPair, uint
 		Flags uint64
 	}
 	if err := json.Unmarshal(body, &pairs); err != nil {
-		t.Fatalf("decode %s: %v", req.URL, err)
+		t.Fatalf("decode listing of %s: %v", prefix, err)
 	}
 	for _, p := range pairs {
 		var v []byte
 		if p.Value != nil {
+			var err error
 			if v, err = base64.StdEncoding.DecodeString(*p.Value); err != nil {
 				t.Fatalf("key %q: %v", p.Key, err)
 			}
@@ -393,4 +366,83 @@ func (e *Env) SeedDB(db string, records []migrate.Record) {
 	if err := e.PG.Seed(ctx, db, "store2_records", records); err != nil {
 		e.T.Fatal(err)
 	}
+}
+
+// ConsulRequest sends one request to Consul's HTTP API with plain net/http,
+// independent of the code under test, and returns the response (body
+// closed) and its body. Only a request that cannot be sent fails the test.
+func ConsulRequest(t testing.TB, method, addr, token, path string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// Shared is one PostgreSQL and one Consul that a whole test package shares,
+// each test keeping to databases and prefixes of its own.
+type Shared struct {
+	PG        *harness.Postgres
+	Consul    *harness.Consul
+	dir       string
+	consulLog *os.File
+}
+
+// StartShared starts the shared servers from TestMain, which has no
+// *testing.T: the caller stops them with Stop.
+func StartShared(name string, opts ...harness.ConsulOption) (*Shared, error) {
+	dir, err := os.MkdirTemp("", "deployhook-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Shared{dir: dir}
+	if s.consulLog, err = os.Create(filepath.Join(dir, "consul.log")); err != nil {
+		s.Stop(false)
+		return nil, err
+	}
+	if s.PG, err = harness.StartPostgresDir(filepath.Join(dir, "pg"), nil); err != nil {
+		s.Stop(true)
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if s.Consul, err = harness.StartConsulDir(filepath.Join(dir, "consul"), s.consulLog, opts...); err != nil {
+		s.Stop(true)
+		return nil, fmt.Errorf("consul: %w", err)
+	}
+	return s, nil
+}
+
+// Stop stops the servers and removes their files, first printing the tails
+// of their logs when the tests failed.
+func (s *Shared) Stop(failed bool) {
+	if failed {
+		if s.PG != nil {
+			fmt.Fprintf(os.Stderr, "--- shared postgres log (tail)\n%s\n", harness.Tail(s.PG.Log(), 60))
+		}
+		if b, err := os.ReadFile(filepath.Join(s.dir, "consul.log")); err == nil {
+			fmt.Fprintf(os.Stderr, "--- shared consul log (tail)\n%s\n", harness.Tail(string(b), 60))
+		}
+	}
+	if s.Consul != nil {
+		s.Consul.Kill()
+	}
+	if s.PG != nil {
+		s.PG.Stop()
+	}
+	if s.consulLog != nil {
+		s.consulLog.Close()
+	}
+	os.RemoveAll(s.dir)
 }

@@ -310,7 +310,7 @@ func (c *Consul) waitReady(ctx context.Context, peers int) error {
 			if portInUse(c.Log()) {
 				return errPortInUse
 			}
-			return fmt.Errorf("consul %s exited before it was ready:\n%s", c.Name, tail(c.Log(), 30))
+			return fmt.Errorf("consul %s exited before it was ready:\n%s", c.Name, Tail(c.Log(), 30))
 		}
 		last = c.probe(ctx, cl, peers)
 		if last == nil {
@@ -318,7 +318,7 @@ func (c *Consul) waitReady(ctx context.Context, peers int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("consul %s not ready: %v\n%s", c.Name, last, tail(c.Log(), 30))
+			return fmt.Errorf("consul %s not ready: %v\n%s", c.Name, last, Tail(c.Log(), 30))
 		case <-exited:
 		case <-time.After(pollInterval):
 		}

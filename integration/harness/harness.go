@@ -113,8 +113,8 @@ func (b *logBuffer) String() string {
 	return string(b.buf)
 }
 
-// tail returns the last n lines of s, for error messages.
-func tail(s string, n int) string {
+// Tail returns the last n lines of s, for error messages.
+func Tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]

@@ -143,7 +143,7 @@ func (p *Postgres) initdb() error {
 		"--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
 		"-E", "UTF8", "--no-locale", "--no-sync").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("initdb: %w\n%s", err, tail(string(out), 20))
+		return fmt.Errorf("initdb: %w\n%s", err, Tail(string(out), 20))
 	}
 	// The socket is in our directory and the log is ours to show: the
 	// server listens on loopback only, and durability is not what tests
@@ -184,7 +184,7 @@ func (p *Postgres) start() error {
 			p.Port = 0
 			return fmt.Errorf("pg_ctl start: %w", errPortInUse)
 		}
-		return fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, tail(string(out), 10), tail(log, 20))
+		return fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, Tail(string(out), 10), Tail(log, 20))
 	}
 	return p.waitReady()
 }
@@ -205,7 +205,7 @@ func (p *Postgres) waitReady() error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("postgres on port %d not ready after %v: %v\n%s", p.Port, readyTimeout, last, tail(p.Log(), 20))
+			return fmt.Errorf("postgres on port %d not ready after %v: %v\n%s", p.Port, readyTimeout, last, Tail(p.Log(), 20))
 		case <-time.After(pollInterval):
 		}
 	}
@@ -222,7 +222,7 @@ func (p *Postgres) Stop() error {
 	}
 	out, err := p.tool("pg_ctl", "-D", p.dataDir(), "-m", "immediate", "-w", "-t", "30", "stop").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pg_ctl stop: %w\n%s", err, tail(string(out), 10))
+		return fmt.Errorf("pg_ctl stop: %w\n%s", err, Tail(string(out), 10))
 	}
 	return nil
 }
@@ -232,7 +232,7 @@ func (p *Postgres) Stop() error {
 func (p *Postgres) Restart() error {
 	out, err := p.tool("pg_ctl", "-D", p.dataDir(), "-m", "fast", "-w", "-t", "60", "stop").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pg_ctl stop: %w\n%s", err, tail(string(out), 10))
+		return fmt.Errorf("pg_ctl stop: %w\n%s", err, Tail(string(out), 10))
 	}
 	return p.start()
 }

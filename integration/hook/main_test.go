@@ -32,60 +32,18 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "deployhook-hook-")
+	shared, err := clitest.StartShared("hook")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	consulLog, err := os.Create(filepath.Join(dir, "consul.log"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer consulLog.Close()
-	showLogs := func() {
-		if pg != nil {
-			fmt.Fprintf(os.Stderr, "--- postgres log (tail)\n%s\n", tailOf(pg.Log(), 60))
-		}
-		if b, err := os.ReadFile(consulLog.Name()); err == nil {
-			fmt.Fprintf(os.Stderr, "--- consul log (tail)\n%s\n", tailOf(string(b), 60))
-		}
-	}
-	pg, err = harness.StartPostgresDir(filepath.Join(dir, "pg"), nil)
-	if pg != nil {
-		defer pg.Stop()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "postgres: %v\n", err)
-		showLogs()
-		return 1
-	}
-	consul, err = harness.StartConsulDir(filepath.Join(dir, "consul"), consulLog)
-	if consul != nil {
-		defer consul.Stop()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "consul: %v\n", err)
-		showLogs()
-		return 1
-	}
+	pg, consul = shared.PG, shared.Consul
 	code := m.Run()
-	if code != 0 {
-		showLogs()
-	}
+	shared.Stop(code != 0)
 	if d, n := runLatency(); n > 0 {
 		fmt.Printf("deployhook run latency: median %v over %d invocations\n", d, n)
 	}
 	return code
-}
-
-func tailOf(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // Every `run` the tests make, for the latency figure.

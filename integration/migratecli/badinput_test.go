@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apcera/deployhook/integration/clitest"
 	"github.com/apcera/deployhook/integration/harness"
@@ -37,9 +38,8 @@ func (e *env) assertNothingMigrated(t *testing.T, prefix string) {
 	}
 }
 
-// PostgreSQL unreachable: retried, then exit 1, naming host and port and
-// never the password. The retry budget is the migrator's default (2 min):
-// the CLI exposes none.
+// PostgreSQL unreachable: retried for --retry-for, then exit 1, naming host
+// and port and never the password.
 func TestPostgresUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -48,7 +48,10 @@ func TestPostgresUnreachable(t *testing.T) {
 	u := (&url.URL{Scheme: "postgres", User: url.UserPassword("postgres", pw),
 		Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/jmdb", RawQuery: "sslmode=disable"}).String()
 	conf := e.conf("job_manager", "jm", nil, clitest.Conf{URL: u})
-	r := e.MustRun(1, "migrate", "-f", conf)
+	r := e.MustRun(1, "migrate", "-f", conf, "--retry-for", "5s")
+	if r.Took < 5*time.Second {
+		t.Errorf("gave up after %v, before --retry-for 5s", r.Took)
+	}
 	out := r.Stdout + r.Stderr
 	if strings.Contains(out, pw) {
 		t.Errorf("the password appears in the output:\n%s", r)
@@ -69,13 +72,16 @@ func TestPostgresUnreachable(t *testing.T) {
 	}
 }
 
-// Consul unreachable: retried, then exit 1.
+// Consul unreachable: retried for --retry-for, then exit 1.
 func TestConsulUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	port := closedPort(t)
 	conf := e.conf("job_manager", "jm", recordsFor("jm", 10), clitest.Conf{Address: fmt.Sprintf("127.0.0.1:%d", port)})
-	r := e.MustRun(1, "migrate", "-f", conf)
+	r := e.MustRun(1, "migrate", "-f", conf, "--retry-for", "5s")
+	if r.Took < 5*time.Second {
+		t.Errorf("gave up after %v, before --retry-for 5s", r.Took)
+	}
 	if !strings.Contains(r.Stderr, fmt.Sprintf("127.0.0.1:%d", port)) {
 		t.Errorf("the output does not name the Consul address:\n%s", r)
 	}

@@ -39,42 +39,15 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "migratecli-")
+	shared, err := clitest.StartShared("migratecli", harness.WithLogLevel("warn"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	var pgLog, consulLog bytes.Buffer
-	sharedPG, err = harness.StartPostgresDir(dir+"/pg", &pgLog)
-	if sharedPG != nil {
-		defer sharedPG.Stop()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "postgres: %v\n", err)
-		return 1
-	}
-	sharedConsul, err = harness.StartConsulDir(dir+"/consul", &consulLog, harness.WithLogLevel("warn"))
-	if sharedConsul != nil {
-		defer sharedConsul.Kill()
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "consul: %v\n", err)
-		return 1
-	}
+	sharedPG, sharedConsul = shared.PG, shared.Consul
 	code := m.Run()
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "--- shared consul log (tail)\n%s\n", tailLines(consulLog.String(), 60))
-	}
+	shared.Stop(code != 0)
 	return code
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // env is a test's view of the shared servers, with a name that keeps its
@@ -197,19 +170,7 @@ func migratedRE(n, failed int) string {
 
 func rawRequest(t *testing.T, addr, token, method, path string, body []byte) []byte {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("X-Consul-Token", token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := clitest.ConsulRequest(t, method, addr, token, path, bytes.NewReader(body))
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
 
 	"github.com/apcera/deployhook/integration/clitest"
@@ -51,13 +50,14 @@ func TestMigrateMemoryBounded(t *testing.T) {
 		cmd := e.Command("migrate", "-f", conf)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
+		peak, err := harness.RunPeakRSS(cmd)
+		if err != nil {
 			t.Fatalf("%s: migrate: %v\n%s", tc.name, err, stderr.String())
 		}
 		if !hasLog(t, stderr.String(), "INFO", migratedRE(n, 0)) {
 			t.Fatalf("%s: no Migrated line:\n%s", tc.name, stderr.String())
 		}
-		rss[i] = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+		rss[i] = peak
 		t.Logf("%s: %d records: peak RSS %.1f MiB", tc.name, n, float64(rss[i])/1024)
 	}
 	// The spread keys are the reference, what the pipeline itself holds;

@@ -44,7 +44,7 @@ func TestLockLossFencing(t *testing.T) {
 		if l == nil || l.Session == "" {
 			t.Fatalf("%s: lock key %q not held mid-run: %+v", name, lockKey, l)
 		}
-		resp, body := consulReq(t, "PUT", addr, "", "/v1/session/destroy/"+l.Session, nil)
+		resp, body := clitest.ConsulRequest(t, "PUT", addr, "", "/v1/session/destroy/"+l.Session, nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: destroy session: %s: %s", name, resp.Status, body)
 		}

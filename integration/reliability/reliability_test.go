@@ -20,7 +20,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -108,32 +107,11 @@ type kvPair struct {
 	Session     string
 }
 
-func consulReq(t testing.TB, method, addr, token, path string, body io.Reader) (*http.Response, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("X-Consul-Token", token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return resp, b
-}
-
 // rawList reads every key under prefix with index and session, and the
 // X-Consul-Index of the read.
 func rawList(t testing.TB, addr, token, prefix string) (map[string]kvPair, uint64) {
 	t.Helper()
-	resp, body := consulReq(t, "GET", addr, token, "/v1/kv/"+pathEscape(prefix)+"?recurse=true", nil)
+	resp, body := clitest.ConsulRequest(t, "GET", addr, token, "/v1/kv/"+pathEscape(prefix)+"?recurse=true", nil)
 	index, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
 	out := map[string]kvPair{}
 	if resp.StatusCode == http.StatusNotFound {
@@ -168,7 +146,7 @@ func rawList(t testing.TB, addr, token, prefix string) (map[string]kvPair, uint6
 // rawGet reads one key; nil when absent.
 func rawGet(t testing.TB, addr, token, key string) *kvPair {
 	t.Helper()
-	resp, body := consulReq(t, "GET", addr, token, "/v1/kv/"+pathEscape(key), nil)
+	resp, body := clitest.ConsulRequest(t, "GET", addr, token, "/v1/kv/"+pathEscape(key), nil)
 	if resp.StatusCode == http.StatusNotFound {
 		return nil
 	}
