@@ -117,7 +117,8 @@ type KV interface {
 
 // PairScanner is a KV that can stream the pairs under a prefix, sorted by
 // key, without holding them all. Verification uses it when the KV has it,
-// so its memory stays constant however large a chunk of keys is.
+// so its memory stays constant however large a chunk of keys is. The pair
+// is only valid during fn: implementations may reuse its buffers.
 type PairScanner interface {
 	ScanPairs(ctx context.Context, prefix string, fn func(*Pair) error) error
 }

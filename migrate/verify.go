@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Store3 is read in chunks, one (bucket, first escaped byte of the key) at
@@ -45,45 +46,121 @@ func chunkPrefixes(dir string) []string {
 	return out
 }
 
-// scanStore calls fn for every pair under prefix outside migration/, with
-// the chunk it was listed in, and foreign for every key no record can
-// produce that it finds. One chunk is listed at a time, and streamed when
-// the KV can (PairScanner), so memory stays constant. Keys under a bucket
-// whose first byte lies outside the escaped alphabet are not listed: only a
-// writer that ignores the escaping and the lock can put them there.
-func scanStore(ctx context.Context, kv KV, prefix string, fn func(chunk string, p *Pair) error, foreign func(key string)) error {
+// listInFlight is how many chunks verification lists at once: most are
+// empty, and one at a time the round trips dominated the run.
+const listInFlight = 8
+
+// maxForeignPerChunk bounds the foreign keys one chunk reports by name.
+const maxForeignPerChunk = 100
+
+// foreignKey is a key under the prefix that no record can produce.
+type foreignKey struct{ key, why string }
+
+// scanStore tallies what store3 holds under prefix outside migration/,
+// chunk by chunk, listInFlight chunks at a time, each streamed when the KV
+// can (PairScanner), so memory stays bounded whatever the store holds. It
+// returns the tally of every non-empty chunk by chunk id, and the number of
+// foreign keys found, calling foreign (from this goroutine) with those it
+// names. Keys under a bucket whose first byte lies outside the escaped
+// alphabet are not listed: only a writer that ignores the escaping and the
+// lock can put them there.
+func scanStore(ctx context.Context, kv KV, prefix string, foreign func(foreignKey)) (map[string]*Tally, int, error) {
+	nForeign := 0
+	addForeign := func(k, why string) { nForeign++; foreign(foreignKey{k, why}) }
 	top, err := kv.Keys(ctx, prefix, "/")
 	if err != nil {
-		return fmt.Errorf("list %q: %w", prefix, err)
+		return nil, 0, fmt.Errorf("list %q: %w", prefix, err)
 	}
+	var chunks []string
 	for _, dir := range top {
 		if dir == migrationDir(prefix) {
 			continue
 		}
 		eb, ok := strings.CutSuffix(dir[len(prefix):], "/")
 		if !ok || strings.Contains(eb, "/") {
-			foreign(dir)
+			addForeign(dir, "foreign key")
 			continue
 		}
 		if _, err := UnescapeSegment(eb); err != nil {
-			foreign(dir)
+			addForeign(dir, "foreign key")
 			continue
 		}
 		// The empty record key, the one key a chunk cannot hold.
 		if p, err := kv.Get(ctx, dir); err != nil {
-			return fmt.Errorf("read %q: %w", dir, err)
+			return nil, 0, fmt.Errorf("read %q: %w", dir, err)
 		} else if p != nil {
-			foreign(dir)
+			addForeign(dir, "foreign key")
 		}
-		for _, chunk := range chunkPrefixes(dir) {
-			id := chunk[len(prefix):]
-			err := scanPairs(ctx, kv, chunk, func(p *Pair) error { return fn(id, p) })
-			if err != nil {
-				return fmt.Errorf("list %q: %w", chunk, err)
+		chunks = append(chunks, chunkPrefixes(dir)...)
+	}
+
+	type result struct {
+		id       string
+		t        Tally
+		foreign  []foreignKey
+		nForeign int
+		err      error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan string)
+	results := make(chan *result)
+	var wg sync.WaitGroup
+	for range min(listInFlight, len(chunks)) {
+		wg.Go(func() {
+			for chunk := range jobs {
+				res := &result{id: chunk[len(prefix):]}
+				res.err = scanPairs(ctx, kv, chunk, func(p *Pair) error {
+					if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
+						if res.nForeign++; len(res.foreign) < maxForeignPerChunk {
+							res.foreign = append(res.foreign, foreignKey{p.Key, "foreign key: " + err.Error()})
+						}
+						return nil
+					}
+					res.t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
+					return nil
+				})
+				if res.err != nil {
+					res.err = fmt.Errorf("list %q: %w", chunk, res.err)
+				}
+				results <- res
+			}
+		})
+	}
+	go func() {
+		defer close(jobs)
+		for _, c := range chunks {
+			select {
+			case jobs <- c:
+			case <-ctx.Done():
+				return
 			}
 		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+
+	tallies := map[string]*Tally{}
+	var firstErr error
+	for res := range results {
+		if res.err != nil {
+			if firstErr == nil {
+				firstErr = res.err
+				cancel()
+			}
+			continue
+		}
+		nForeign += res.nForeign
+		for _, f := range res.foreign {
+			foreign(f)
+		}
+		if res.t.Count > 0 {
+			tallies[res.id] = &res.t
+		}
 	}
-	return nil
+	if firstErr != nil {
+		return nil, 0, firstErr
+	}
+	return tallies, nForeign, nil
 }
 
 // scanPairs streams the pairs under prefix when kv can, else lists them.
@@ -109,22 +186,16 @@ const maxForeign = 5
 // tallyStore counts and digests what store3 holds under prefix. It names
 // at most maxForeign foreign keys, and counts them all.
 func tallyStore(ctx context.Context, kv KV, prefix string) (Tally, []string, int, error) {
-	var t Tally
 	var foreign []string
-	nForeign := 0
-	addForeign := func(k string) {
-		if nForeign++; len(foreign) < maxForeign {
-			foreign = append(foreign, k)
+	chunks, nForeign, err := scanStore(ctx, kv, prefix, func(f foreignKey) {
+		if len(foreign) < maxForeign {
+			foreign = append(foreign, f.key)
 		}
+	})
+	var t Tally
+	for _, c := range chunks {
+		t.Merge(*c)
 	}
-	err := scanStore(ctx, kv, prefix, func(_ string, p *Pair) error {
-		if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
-			addForeign(p.Key)
-			return nil
-		}
-		t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
-		return nil
-	}, addForeign)
 	return t, foreign, nForeign, err
 }
 
@@ -200,25 +271,15 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 		d.Source.Merge(*t)
 	}
 
-	storeChunks := map[string]*Tally{}
-	err = scanStore(ctx, kv, prefix, func(chunk string, p *Pair) error {
-		if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
-			add(DiffEntry{Kind: DiffExtra, StoreKey: p.Key, Detail: "foreign key: " + err.Error()})
-			return nil
-		}
-		t := storeChunks[chunk]
-		if t == nil {
-			t = &Tally{}
-			storeChunks[chunk] = t
-		}
-		t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
-		return nil
-	}, func(k string) {
-		add(DiffEntry{Kind: DiffExtra, StoreKey: k, Detail: "foreign key"})
+	named := 0
+	storeChunks, nForeign, err := scanStore(ctx, kv, prefix, func(f foreignKey) {
+		named++
+		add(DiffEntry{Kind: DiffExtra, StoreKey: f.key, Detail: f.why})
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.Omitted += nForeign - named
 	differ := map[string]bool{}
 	for c, t := range storeChunks {
 		d.Store.Merge(*t)
