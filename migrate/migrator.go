@@ -166,6 +166,12 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 		return &Result{AlreadyDone: true, Done: d}, nil
 	}
 
+	// A store2 that was never used is refused before the lock: taking it
+	// is a write, and a cluster that never used store2 gets none.
+	if err := r.checkSource(ctx); err != nil {
+		return nil, err
+	}
+
 	// 2. The lock; losing it cancels the work.
 	lock, err := r.acquire(ctx)
 	if err != nil {
@@ -326,6 +332,20 @@ func (r *run) attempt(ctx context.Context) (*Result, error) {
 	res.Done, res.Took = done, took
 	o.Log.Infof("Migrated store2 -> store3 (took: %s, records migrated: %d, records failed: %d)", took, read.Count, res.Failed)
 	return res, nil
+}
+
+// checkSource opens and closes a store2 snapshot, retrying transient
+// failures, to refuse a store2 that was never used before anything else.
+func (r *run) checkSource(ctx context.Context) error {
+	return r.retry(ctx, "open store2 snapshot", func() error {
+		snap, err := r.m.Source.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return snap.Close(cctx)
+	})
 }
 
 // acquire is step 2: wait for the lock, reaping a dead holder on this host.

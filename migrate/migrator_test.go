@@ -418,10 +418,9 @@ func TestRunNeverUsed(t *testing.T) {
 	if !errors.Is(err, migrate.ErrNeverUsed) {
 		t.Fatalf("error %v, want ErrNeverUsed", err)
 	}
+	// Nothing at all: not even the lock key, which taking the lock writes.
 	for _, p := range e.kv.Dump() {
-		if p.Key != migrate.LockKey(prefix) {
-			t.Fatalf("wrote %q", p.Key)
-		}
+		t.Errorf("wrote %q", p.Key)
 	}
 }
 
