@@ -2,7 +2,6 @@ package consulkv
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,39 +59,13 @@ func (s *Store) ScanPairs(ctx context.Context, prefix string, fn func(*migrate.P
 		return s.classify(ctx, what, api.StatusError{Code: resp.StatusCode, Body: string(body)})
 	}
 
-	dec := json.NewDecoder(resp.Body)
-	if err := expectDelim(dec, '['); err != nil {
-		return s.classify(ctx, what, err)
+	var fnErr error
+	err = decodeKVList(resp.Body, func(p *migrate.Pair) error {
+		fnErr = fn(p)
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return s.classify(ctx, what, fmt.Errorf("decode: %w", err))
 	}
-	for dec.More() {
-		var p struct {
-			Key         string
-			Flags       uint64
-			Value       []byte
-			ModifyIndex uint64
-			Session     string
-		}
-		if err := dec.Decode(&p); err != nil {
-			return s.classify(ctx, what, fmt.Errorf("decode: %w", err))
-		}
-		pair := migrate.Pair{Key: p.Key, Value: p.Value, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
-		if err := fn(&pair); err != nil {
-			return err
-		}
-	}
-	if err := expectDelim(dec, ']'); err != nil {
-		return s.classify(ctx, what, err)
-	}
-	return nil
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	t, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("decode: %w", err)
-	}
-	if d, ok := t.(json.Delim); !ok || d != want {
-		return fmt.Errorf("decode: got %v, want %q", t, want)
-	}
-	return nil
+	return err
 }
