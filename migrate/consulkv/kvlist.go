@@ -1,6 +1,7 @@
 package consulkv
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -36,8 +37,9 @@ import (
 // memory carved from 32 KiB slabs that are never written again once fn has
 // seen a value, so a caller that keeps a copy of the Pair keeps a correct
 // value (TestScanPairsMatchesList does), and the allocations stay at about
-// one (the key) per pair. Memory is bounded by the largest token: a string
-// must sit whole in the read buffer.
+// one (the key) per pair; a value over 4 KiB gets an allocation of its own.
+// Memory is bounded by the largest token: a string must sit whole in the
+// read buffer.
 func decodeKVList(r io.Reader, fn func(*migrate.Pair) error) error {
 	d := kvDecoder{r: r, buf: make([]byte, kvReadSize)}
 	return d.decode(fn)
@@ -80,6 +82,9 @@ func (e *kvSyntaxError) Error() string {
 	return fmt.Sprintf("%s (at byte %d)", e.msg, e.Offset)
 }
 
+// kvDecoder buffers its input itself rather than through a bufio.Reader:
+// a string is scanned and decoded in place, so it must sit whole in the
+// buffer, which therefore grows to the longest one.
 type kvDecoder struct {
 	r        io.Reader
 	buf      []byte // buf[pos:end] is read and not yet consumed
@@ -175,7 +180,7 @@ func (d *kvDecoder) object() error {
 			if c != '"' {
 				return d.syntaxError("looking for beginning of object key string")
 			}
-			raw, plain, err := d.str8()
+			raw, plain, err := d.scanString()
 			if err != nil {
 				return err
 			}
@@ -194,7 +199,7 @@ func (d *kvDecoder) object() error {
 			case fieldKey, fieldSession:
 				switch c {
 				case '"':
-					raw, plain, err := d.str8()
+					raw, plain, err := d.scanString()
 					if err != nil {
 						return err
 					}
@@ -366,8 +371,24 @@ func foldRune(r rune) rune {
 // capacity encoding/json's would have, zeroed beyond its length: a later
 // "Value":[null] in the same object reads it.
 func (d *kvDecoder) base64() ([]byte, error) {
+	// The fast path, for a string whole in the buffer: find its end (a
+	// quote after a backslash makes the decoding fail) and decode it, which
+	// leaves nothing to check but a CR or LF, that JSON does not allow raw
+	// and the decoding skips.
+	if q := bytes.IndexByte(d.buf[d.pos+1:d.end], '"'); q >= 0 {
+		raw := d.buf[d.pos+1 : d.pos+1+q]
+		n := base64.StdEncoding.DecodedLen(len(raw))
+		dst := d.alloc(n)
+		m, err := base64.StdEncoding.Decode(dst, raw)
+		if err == nil && bytes.IndexByte(raw, '\n') < 0 && bytes.IndexByte(raw, '\r') < 0 {
+			d.pos += q + 2
+			clear(dst[m:])
+			return dst[:m], nil
+		}
+		// Not plain base64: the slow path says why, or decodes escapes.
+	}
 	start := d.off()
-	raw, plain, err := d.str8()
+	raw, plain, err := d.scanString()
 	if err != nil {
 		return nil, err
 	}
@@ -482,8 +503,22 @@ func parseUint(raw []byte, bits uint) (uint64, bool) {
 
 // skip consumes one JSON value of any kind, depth containers deep.
 func (d *kvDecoder) skip(depth int) error {
-	stack := d.stack[:0]
-	defer func() { d.stack = stack[:0] }()
+	// Scalars first: the unknown fields of Consul's pairs are numbers and
+	// strings.
+	switch c := d.buf[d.pos]; {
+	case c == '"':
+		_, _, err := d.scanString()
+		return err
+	case c == '-' || '0' <= c && c <= '9':
+		_, err := d.number()
+		return err
+	}
+	d.stack = d.stack[:0]
+	return d.skipNested(depth)
+}
+
+// skipNested is skip's general case, d.stack its open containers.
+func (d *kvDecoder) skipNested(depth int) error {
 	for {
 		// A value.
 		c, err := d.next()
@@ -492,18 +527,18 @@ func (d *kvDecoder) skip(depth int) error {
 		}
 		switch {
 		case c == '{' || c == '[':
-			if depth+len(stack)+1 > kvMaxDepth {
+			if depth+len(d.stack)+1 > kvMaxDepth {
 				return d.syntaxError("exceeded max depth")
 			}
 			d.pos++
-			stack = append(stack, c == '{')
+			d.stack = append(d.stack, c == '{')
 			e, err := d.next()
 			if err != nil {
 				return err
 			}
 			if c == '{' && e == '}' || c == '[' && e == ']' {
 				d.pos++
-				stack = stack[:len(stack)-1]
+				d.stack = d.stack[:len(d.stack)-1]
 				break
 			}
 			if c == '{' {
@@ -513,7 +548,7 @@ func (d *kvDecoder) skip(depth int) error {
 			}
 			continue
 		case c == '"':
-			if _, _, err := d.str8(); err != nil {
+			if _, _, err := d.scanString(); err != nil {
 				return err
 			}
 		case c == '-' || '0' <= c && c <= '9':
@@ -534,7 +569,7 @@ func (d *kvDecoder) skip(depth int) error {
 		}
 		// What follows the value: close containers until a comma.
 		for {
-			if len(stack) == 0 {
+			if len(d.stack) == 0 {
 				return nil
 			}
 			c, err := d.next()
@@ -542,7 +577,7 @@ func (d *kvDecoder) skip(depth int) error {
 				return err
 			}
 			d.pos++
-			obj := stack[len(stack)-1]
+			obj := d.stack[len(d.stack)-1]
 			if c == ',' {
 				if obj {
 					if err := d.key(); err != nil {
@@ -552,7 +587,7 @@ func (d *kvDecoder) skip(depth int) error {
 				break
 			}
 			if obj && c == '}' || !obj && c == ']' {
-				stack = stack[:len(stack)-1]
+				d.stack = d.stack[:len(d.stack)-1]
 				continue
 			}
 			d.pos--
@@ -573,7 +608,7 @@ func (d *kvDecoder) key() error {
 	if c != '"' {
 		return d.syntaxError("looking for beginning of object key string")
 	}
-	if _, _, err := d.str8(); err != nil {
+	if _, _, err := d.scanString(); err != nil {
 		return err
 	}
 	if c, err = d.next(); err != nil {
@@ -588,6 +623,15 @@ func (d *kvDecoder) key() error {
 
 // next skips whitespace and returns the next byte, not consuming it.
 func (d *kvDecoder) next() (byte, error) {
+	if d.pos < d.end {
+		if c := d.buf[d.pos]; c > ' ' {
+			return c, nil
+		}
+	}
+	return d.nextSlow()
+}
+
+func (d *kvDecoder) nextSlow() (byte, error) {
 	for {
 		for d.pos < d.end {
 			c := d.buf[d.pos]
@@ -647,6 +691,27 @@ func (d *kvDecoder) at(k int) (byte, bool) {
 // number consumes a JSON number and returns its text, valid until the next
 // read.
 func (d *kvDecoder) number() ([]byte, error) {
+	// The fast path: an integer, and the byte after it, in the buffer.
+	if buf := d.buf[d.pos:d.end]; len(buf) > 0 {
+		k := 0
+		if buf[0] == '-' {
+			k++
+		}
+		if k < len(buf) && '1' <= buf[k] && buf[k] <= '9' {
+			k++
+			for k < len(buf) && '0' <= buf[k] && buf[k] <= '9' {
+				k++
+			}
+		} else if k < len(buf) && buf[k] == '0' {
+			k++
+		} else {
+			k = len(buf)
+		}
+		if k < len(buf) && buf[k] != '.' && buf[k] != 'e' && buf[k] != 'E' {
+			d.pos += k
+			return buf[:k], nil
+		}
+	}
 	k := 0
 	c, ok := d.at(k)
 	if c == '-' {
@@ -709,10 +774,17 @@ func (d *kvDecoder) eofOr(k int, msg string) error {
 	return d.syntaxError(msg)
 }
 
-// str8 consumes the string whose quote is next and returns its raw content,
+// scanString consumes the string whose quote is next and returns its raw content,
 // valid until the next read. plain means that the content is its own
 // unquoting: no escape, nothing over 0x7f.
-func (d *kvDecoder) str8() (raw []byte, plain bool, err error) {
+func (d *kvDecoder) scanString() (raw []byte, plain bool, err error) {
+	// The fast path: a plain string whole in the buffer.
+	if rest := d.buf[d.pos+1 : d.end]; len(rest) > 0 {
+		if q := bytes.IndexByte(rest, '"'); q >= 0 && plainLen(rest[:q]) == q {
+			d.pos += q + 2
+			return rest[:q], true, nil
+		}
+	}
 	plain = true
 	k := 1 // past the quote
 	for {
@@ -783,6 +855,25 @@ func (d *kvDecoder) str8() (raw []byte, plain bool, err error) {
 			return nil, false, d.eof()
 		}
 	}
+}
+
+// plainLen is the length of b's prefix without a backslash, a control
+// character or a byte over 0x7f.
+func plainLen(b []byte) int {
+	k := 0
+	for ; k+8 <= len(b); k += 8 {
+		x := binary.LittleEndian.Uint64(b[k:])
+		bs := x ^ (lsb * '\\')
+		if ((x-lsb*0x20)&^x|(bs-lsb)&^bs|x)&msb != 0 {
+			break
+		}
+	}
+	for ; k < len(b); k++ {
+		if c := b[k]; c < ' ' || c == '\\' || c >= utf8.RuneSelf {
+			break
+		}
+	}
+	return k
 }
 
 // badEscapeAtEnd is the syntax error in an escape cut short by the end of
