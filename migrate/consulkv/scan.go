@@ -16,7 +16,9 @@ import (
 // prefix in one recursive GET, as KV().List does, but decodes the response
 // as it arrives and hands each pair to fn, so memory stays constant however
 // many keys the prefix holds. consul/api's List holds them all, values
-// included, which made verification grow with the largest bucket.
+// included, which made verification grow with the largest bucket. The
+// decoding is decodeKVList's (kvlist.go), which agrees with encoding/json
+// at a fraction of its cost.
 func (s *Store) ScanPairs(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
 	if err := addressable(prefix); err != nil {
 		return err
