@@ -44,7 +44,7 @@ demo: deps consul build
 	$(GO) run ./integration/demo
 
 bench:
-	$(GO) test -run=NONE -bench=. -benchmem ./validate/... ./migrate/ ./runitlog/
+	$(GO) test -run=NONE -bench=. -benchmem ./validate/... ./migrate/... ./runitlog/
 
 bench-migrate: deps consul build
 	$(GO) run ./integration/benchmigrate $(BENCH_ARGS)
