@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,9 +237,11 @@ func (e *Env) MustRun(want int, args ...string) Result {
 
 // RawPair is a key as Consul's HTTP API returns it.
 type RawPair struct {
-	Key   string
-	Value []byte
-	Flags uint64
+	Key         string
+	Value       []byte
+	Flags       uint64
+	ModifyIndex uint64
+	Session     string
 }
 
 // RawKV reads every key under prefix with a plain HTTP GET, decoding the
@@ -251,7 +254,7 @@ func (e *Env) RawKV(prefix string) (map[string]RawPair, uint64) {
 // RawKVAt is RawKV against any Consul address.
 func RawKVAt(t testing.TB, addr, token, prefix string) (map[string]RawPair, uint64) {
 	t.Helper()
-	resp, body := ConsulRequest(t, "GET", addr, token, "/v1/kv/"+prefix+"?recurse=true", nil)
+	resp, body := ConsulRequest(t, "GET", addr, token, "/v1/kv/"+PathEscape(prefix)+"?recurse=true", nil)
 	index, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
 	out := map[string]RawPair{}
 	if resp.StatusCode == http.StatusNotFound {
@@ -261,9 +264,11 @@ func RawKVAt(t testing.TB, addr, token, prefix string) (map[string]RawPair, uint
 		t.Fatalf("GET %s: %s: %s", prefix, resp.Status, body)
 	}
 	var pairs []struct {
-		Key   string
-		Value *string
-		Flags uint64
+		Key         string
+		Value       *string
+		Flags       uint64
+		ModifyIndex uint64
+		Session     string
 	}
 	if err := json.Unmarshal(body, &pairs); err != nil {
 		t.Fatalf("decode listing of %s: %v", prefix, err)
@@ -276,7 +281,7 @@ func RawKVAt(t testing.TB, addr, token, prefix string) (map[string]RawPair, uint
 				t.Fatalf("key %q: %v", p.Key, err)
 			}
 		}
-		out[p.Key] = RawPair{Key: p.Key, Value: v, Flags: p.Flags}
+		out[p.Key] = RawPair{Key: p.Key, Value: v, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
 	}
 	return out, index
 }
@@ -445,4 +450,14 @@ func (s *Shared) Stop(failed bool) {
 		s.consulLog.Close()
 	}
 	os.RemoveAll(s.dir)
+}
+
+// PathEscape escapes each segment of a key for a URL path, keeping the
+// slashes between them.
+func PathEscape(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
 }

@@ -149,7 +149,7 @@ func TestCrashKill9(t *testing.T) {
 		if code != -int(syscall.SIGKILL) {
 			t.Errorf("%s: killed process exit %d, want -9", name, code)
 		}
-		kv, _ := rawList(t, addr, "", prefix)
+		kv, _ := clitest.RawKVAt(t, addr, "", prefix)
 		left := 0
 		for k := range kv {
 			if strings.Contains(k, "/junk") {

@@ -53,12 +53,12 @@ func TestLockLossFencing(t *testing.T) {
 			t.Fatalf("%s: lock key still held after destroying its session: %+v", name, after)
 		}
 		destroyIndex := after.ModifyIndex
-		atDestroy, _ := rawList(t, addr, "", prefix)
+		atDestroy, _ := clitest.RawKVAt(t, addr, "", prefix)
 
 		if code := p.wait(t, 2*time.Minute); code != 5 {
 			t.Errorf("%s: migrate after losing its lock: exit %d, want 5\n%s", name, code, p)
 		}
-		final, index := rawList(t, addr, "", prefix)
+		final, index := clitest.RawKVAt(t, addr, "", prefix)
 		late := 0
 		for k, v := range final {
 			if v.ModifyIndex > destroyIndex {

@@ -17,12 +17,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/big"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,54 +97,12 @@ func scenario(t *testing.T, name string, ci, long int, runs *int) {
 // ---- independent reads of store3 (Consul's raw HTTP API) ----
 
 // kvPair is a key as Consul's HTTP API returns it.
-type kvPair struct {
-	Key         string
-	Value       []byte
-	Flags       uint64
-	ModifyIndex uint64
-	Session     string
-}
-
-// rawList reads every key under prefix with index and session, and the
-// X-Consul-Index of the read.
-func rawList(t testing.TB, addr, token, prefix string) (map[string]kvPair, uint64) {
-	t.Helper()
-	resp, body := clitest.ConsulRequest(t, "GET", addr, token, "/v1/kv/"+pathEscape(prefix)+"?recurse=true", nil)
-	index, _ := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
-	out := map[string]kvPair{}
-	if resp.StatusCode == http.StatusNotFound {
-		return out, index
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("list %q: %s: %s", prefix, resp.Status, body)
-	}
-	var pairs []struct {
-		Key         string
-		Value       *string
-		Flags       uint64
-		ModifyIndex uint64
-		Session     string
-	}
-	if err := json.Unmarshal(body, &pairs); err != nil {
-		t.Fatalf("decode list %q: %v", prefix, err)
-	}
-	for _, p := range pairs {
-		var v []byte
-		if p.Value != nil {
-			var err error
-			if v, err = base64.StdEncoding.DecodeString(*p.Value); err != nil {
-				t.Fatalf("key %q: %v", p.Key, err)
-			}
-		}
-		out[p.Key] = kvPair{Key: p.Key, Value: v, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
-	}
-	return out, index
-}
+type kvPair = clitest.RawPair
 
 // rawGet reads one key; nil when absent.
 func rawGet(t testing.TB, addr, token, key string) *kvPair {
 	t.Helper()
-	resp, body := clitest.ConsulRequest(t, "GET", addr, token, "/v1/kv/"+pathEscape(key), nil)
+	resp, body := clitest.ConsulRequest(t, "GET", addr, token, "/v1/kv/"+clitest.PathEscape(key), nil)
 	if resp.StatusCode == http.StatusNotFound {
 		return nil
 	}
@@ -165,15 +121,6 @@ func rawGet(t testing.TB, addr, token, key string) *kvPair {
 	}
 	p := pairs[0]
 	return &kvPair{Key: p.Key, Value: p.Value, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
-}
-
-// pathEscape escapes a key for a URL path, keeping its slashes.
-func pathEscape(key string) string {
-	segs := strings.Split(key, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
 }
 
 // rawStatus decodes .status as JSON of its own (not the product's types).
@@ -249,7 +196,7 @@ func checkInvariant(t testing.TB, env *clitest.Env, prefix string, records []mig
 
 func checkInvariantAt(t testing.TB, addr, token, prefix string, records []migrate.Record) bool {
 	t.Helper()
-	got, _ := rawList(t, addr, token, prefix)
+	got, _ := clitest.RawKVAt(t, addr, token, prefix)
 	done, ok := got[prefix+"migration/.done"]
 	if !ok {
 		return false
@@ -623,7 +570,7 @@ func readProcState(pid int) (string, error) {
 // tryGet is rawGet for a cluster in trouble: any failure is "not there
 // yet" (ok false) rather than a test failure.
 func tryGet(addr, key string) (present, ok bool) {
-	resp, err := http.Get("http://" + addr + "/v1/kv/" + pathEscape(key))
+	resp, err := http.Get("http://" + addr + "/v1/kv/" + clitest.PathEscape(key))
 	if err != nil {
 		return false, false
 	}

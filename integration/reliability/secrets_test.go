@@ -189,7 +189,7 @@ agent_prefix "" { policy = "read" }`)
 		return nil
 	})
 	for _, c := range []string{"job_manager", "package_manager", "auth_server"} {
-		kv, _ := rawList(t, consul.Addr(), consul.ManagementToken(), clitest.DefaultPrefix(c)+"migration/")
+		kv, _ := clitest.RawKVAt(t, consul.Addr(), consul.ManagementToken(), clitest.DefaultPrefix(c)+"migration/")
 		for k, v := range kv {
 			add("store3 "+k, string(v.Value))
 		}
