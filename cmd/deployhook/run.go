@@ -72,7 +72,7 @@ func runRun(c *cli.Context) error {
 // data" to one component and starts its migration when one is due.
 func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) error {
 	ctx := c.Context
-	doneKey := comp.Consul.Prefix + "migration/.done"
+	doneKey := migrate.DoneKey(comp.Consul.Prefix)
 	switch {
 	case comp.Kind == "store2":
 		done, err := doneExists(ctx, comp)
@@ -149,7 +149,7 @@ func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	p, err := kv.Get(ctx, comp.Consul.Prefix+"migration/.done")
+	p, err := kv.Get(ctx, migrate.DoneKey(comp.Consul.Prefix))
 	if err != nil {
 		return false, err
 	}
