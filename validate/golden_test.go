@@ -139,6 +139,33 @@ func TestComponentFixtures(t *testing.T) {
 	}
 }
 
+// TestSyntaxFixtures renders the parser's own diagnostics for the Dconf
+// fixtures (syntax only: these are not all cluster.confs), so that what an
+// operator reads for each syntax error is pinned as well as its code and
+// position (validate/dconf's tests).
+func TestSyntaxFixtures(t *testing.T) {
+	for _, path := range fixtures(t, "dconf") {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			src, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := filepath.Base(path)
+			f, diags := dconf.Parse(src, name)
+			if invalid := strings.HasPrefix(name, "invalid-"); diags.HasErrors() != invalid {
+				t.Errorf("HasErrors = %v, want %v", diags.HasErrors(), invalid)
+			}
+			p := NewPrinter(false)
+			p.Add(name, src, f)
+			var text bytes.Buffer
+			if err := p.WriteText(&text, diags); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, strings.TrimSuffix(path, ".conf")+".text.golden", text.Bytes())
+		})
+	}
+}
+
 // TestRunbookSettings checks what the rules read from the runbook snippet.
 func TestRunbookSettings(t *testing.T) {
 	src, err := os.ReadFile("../fixtures/validate/valid-runbook.conf")
