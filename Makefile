@@ -34,6 +34,7 @@ unit: deps consul
 fuzz-smoke:
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./validate/dconf/
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=$(FUZZTIME) ./migrate/
+	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=$(FUZZTIME) ./migrate/consulkv/
 
 cookbook-test: deps
 	cookbook/test.sh
@@ -53,6 +54,7 @@ soak: deps consul
 	SOAK=1 $(GO) test -race -count=1 -timeout 120m ./integration/...
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=10m ./validate/dconf/
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
+	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=10m ./migrate/consulkv/
 
 clean:
 	rm -rf $(BIN)/deployhook .demo
