@@ -115,9 +115,7 @@ func TestCrashKill9(t *testing.T) {
 	scenario(t, "crash-kill9", ci, long, &runs)
 	pg, consul := harness.StartPostgres(t), harness.StartConsul(t)
 	env := clitest.New(t, pg, consul)
-	n := count(50000, 100000)
-	seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
-	records := store2(t, env, "jmdb")
+	records := seedJobs(t, env)
 	addr := consul.Addr()
 
 	for i, f := range killPoints(count(ci, long)) {
@@ -139,7 +137,7 @@ func TestCrashKill9(t *testing.T) {
 			first := fmt.Sprintf("%sjunk%05d/x", prefix, 0)
 			poll(t, 60*time.Second, name+": wipe started", func() bool { return m.exited() || rawGet(t, addr, "", first) == nil })
 		} else {
-			idx := min(int(f*float64(n)), n-1)
+			idx := min(int(f*float64(len(records))), len(records)-1)
 			waitProgress(t, addr, "", prefix, "jobs", idx, 2*time.Minute, m.exited)
 		}
 		if m.exited() {
@@ -188,9 +186,7 @@ func TestCrashSIGTERM(t *testing.T) {
 	scenario(t, "crash-sigterm", ci, long, &runs)
 	pg, consul := harness.StartPostgres(t), harness.StartConsul(t)
 	env := clitest.New(t, pg, consul)
-	n := count(50000, 100000)
-	seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
-	records := store2(t, env, "jmdb")
+	records := seedJobs(t, env)
 	addr := consul.Addr()
 
 	for i := range count(ci, long) {
@@ -201,7 +197,7 @@ func TestCrashSIGTERM(t *testing.T) {
 		conf := env.WriteConf(clitest.Conf{Prefix: prefix, LogDir: logDir, Name: fmt.Sprintf("term%02d.conf", i)})
 		m := startMigrating(t, env, conf, logDir, "term-host", worker, 0)
 		frac := 0.2 + 0.6*float64(i)/float64(max(1, count(ci, long)-1))
-		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(n)), 2*time.Minute, m.exited)
+		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, m.exited)
 		if code := m.signal(syscall.SIGTERM); code != 6 {
 			t.Errorf("%s: SIGTERM: exit %d, want 6\n%s", name, code, m.log())
 		}

@@ -24,9 +24,7 @@ func TestConsulFailover(t *testing.T) {
 	pg := harness.StartPostgres(t)
 	cl := harness.StartConsulCluster(t, 3)
 	env := clitest.New(t, pg, nil)
-	n := count(50000, 100000)
-	seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
-	records := store2(t, env, "jmdb")
+	records := seedJobs(t, env)
 
 	for i := range count(ci, long) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -47,7 +45,7 @@ func TestConsulFailover(t *testing.T) {
 		prefix := fmt.Sprintf("apcera/store3/failover%02d/", i)
 		conf := env.WriteConf(clitest.Conf{Prefix: prefix, Address: follower.Addr(), Name: fmt.Sprintf("failover%02d.conf", i)})
 		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host")
-		key := clitest.ExpectedKey(prefix, "jobs", seqKey(int(frac*float64(n))))
+		key := clitest.ExpectedKey(prefix, "jobs", seqKey(int(frac*float64(len(records)))))
 		poll(t, 2*time.Minute, name+": progress", func() bool {
 			present, _ := tryGet(follower.Addr(), key)
 			return present || p.exited()

@@ -23,9 +23,7 @@ func TestLockLossFencing(t *testing.T) {
 	scenario(t, "lock-loss-fencing", ci, long, &runs)
 	pg, consul := harness.StartPostgres(t), harness.StartConsul(t)
 	env := clitest.New(t, pg, consul)
-	n := count(50000, 100000)
-	seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
-	records := store2(t, env, "jmdb")
+	records := seedJobs(t, env)
 	addr := consul.Addr()
 
 	for i := range count(ci, long) {
@@ -34,7 +32,7 @@ func TestLockLossFencing(t *testing.T) {
 		prefix := fmt.Sprintf("apcera/store3/fence%02d/", i)
 		conf := env.WriteConf(clitest.Conf{Prefix: prefix, Name: fmt.Sprintf("fence%02d.conf", i)})
 		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "fenced-host")
-		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(n)), 2*time.Minute, p.exited)
+		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.exited)
 		if p.exited() {
 			t.Fatalf("%s: migration ended before the session was destroyed:\n%s", name, p)
 		}

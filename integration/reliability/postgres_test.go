@@ -40,15 +40,13 @@ func TestPostgresTrouble(t *testing.T) {
 			scenario(t, tc.name, ci, long, &runs)
 			pg, consul := harness.StartPostgres(t), harness.StartConsul(t)
 			env := clitest.New(t, pg, consul)
-			n := count(50000, 100000)
-			seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
-			records := store2(t, env, "jmdb")
+			records := seedJobs(t, env)
 			for i := range count(ci, long) {
 				frac := 0.2 + 0.6*float64(i)/float64(max(1, count(ci, long)-1))
 				prefix := fmt.Sprintf("apcera/store3/pg%02d/", i)
 				conf := env.WriteConf(clitest.Conf{Prefix: prefix, Name: fmt.Sprintf("pg%02d.conf", i)})
 				p := startProc(t, env, "migrate", "-f", conf, "--hostname", "pg-host")
-				waitProgress(t, consul.Addr(), "", prefix, "jobs", int(frac*float64(n)), 2*time.Minute, p.exited)
+				waitProgress(t, consul.Addr(), "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.exited)
 				if p.exited() {
 					t.Fatalf("migration ended before the disturbance:\n%s", p)
 				}

@@ -583,3 +583,12 @@ func tryGet(addr, key string) (present, ok bool) {
 	}
 	return false, false
 }
+
+// seedJobs seeds jmdb with the scenario-sized run of generated job records
+// (50,000 in CI, 100,000 under SOAK) and returns them as store2 holds them.
+func seedJobs(t *testing.T, env *clitest.Env) []migrate.Record {
+	t.Helper()
+	n := count(50000, 100000)
+	seedGen(t, env, "jmdb", n, seqRecords("jobs", n))
+	return store2(t, env, "jmdb")
+}
