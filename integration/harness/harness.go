@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -144,4 +145,15 @@ func logOnFailure(t logger, name string, log func() string) {
 			t.Logf("%s log:\n%s", name, log())
 		}
 	})
+}
+
+// ClosedAddr returns a loopback address nothing listens on: a store that is
+// down, for the tests of what happens then.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ps, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ps[0])
 }

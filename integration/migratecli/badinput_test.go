@@ -16,16 +16,6 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-// closedPort is a loopback port nothing listens on.
-func closedPort(t *testing.T) int {
-	t.Helper()
-	ps, err := harness.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ps[0]
-}
-
 // assertNothingMigrated checks that a refused run wrote nothing under
 // prefix: no record, no .done, not even the lock key.
 func (e *env) assertNothingMigrated(t *testing.T, prefix string) {
@@ -41,10 +31,10 @@ func (e *env) assertNothingMigrated(t *testing.T, prefix string) {
 func TestPostgresUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	port := closedPort(t)
+	addr := harness.ClosedAddr(t)
 	pw := e.PG.Password()
 	u := (&url.URL{Scheme: "postgres", User: url.UserPassword("postgres", pw),
-		Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/jmdb", RawQuery: "sslmode=disable"}).String()
+		Host: addr, Path: "/jmdb", RawQuery: "sslmode=disable"}).String()
 	conf := e.conf("job_manager", "jm", nil, clitest.Conf{URL: u})
 	r := e.MustRun(1, "migrate", "-f", conf, "--retry-for", "5s")
 	if r.Took < 5*time.Second {
@@ -54,8 +44,8 @@ func TestPostgresUnreachable(t *testing.T) {
 	if strings.Contains(out, pw) {
 		t.Errorf("the password appears in the output:\n%s", r)
 	}
-	if !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {
-		t.Errorf("the output does not name 127.0.0.1:%d:\n%s", port, r)
+	if !strings.Contains(out, addr) {
+		t.Errorf("the output does not name %s:\n%s", addr, r)
 	}
 	if !strings.Contains(r.Stderr, "retrying") {
 		t.Errorf("no retry logged:\n%s", r)
@@ -74,13 +64,13 @@ func TestPostgresUnreachable(t *testing.T) {
 func TestConsulUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	port := closedPort(t)
-	conf := e.conf("job_manager", "jm", recordsFor("jm", 10), clitest.Conf{Address: fmt.Sprintf("127.0.0.1:%d", port)})
+	addr := harness.ClosedAddr(t)
+	conf := e.conf("job_manager", "jm", recordsFor("jm", 10), clitest.Conf{Address: addr})
 	r := e.MustRun(1, "migrate", "-f", conf, "--retry-for", "5s")
 	if r.Took < 5*time.Second {
 		t.Errorf("gave up after %v, before --retry-for 5s", r.Took)
 	}
-	if !strings.Contains(r.Stderr, fmt.Sprintf("127.0.0.1:%d", port)) {
+	if !strings.Contains(r.Stderr, addr) {
 		t.Errorf("the output does not name the Consul address:\n%s", r)
 	}
 	t.Logf("gave up after %v: %s", r.Took, lastLine(r.Stderr))

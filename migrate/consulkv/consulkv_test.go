@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -320,12 +319,7 @@ func TestKVReads(t *testing.T) {
 func TestConnectionRefusedIsTransient(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := harness.ClosedAddr(t)
 	const token = "0b1c2d3e-secret-token-must-not-leak"
 	s, err := consulkv.New(consulkv.Config{Address: addr, Token: token})
 	if err != nil {

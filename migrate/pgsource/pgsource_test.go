@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"sort"
 	"strings"
@@ -196,12 +195,7 @@ func TestNeverUsed(t *testing.T) {
 func TestErrorsKeepThePasswordOut(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := harness.ClosedAddr(t)
 	const secret = "s3cret-Pa55word"
 	wrong := strings.Replace(pg.URL("postgres"), pg.Password(), secret, 1)
 	for _, tt := range []struct {
