@@ -3,10 +3,10 @@
 #   make test   vet, unit and integration tests against real services, fuzz smoke, cookbook spec
 SHELL := /bin/bash
 GO ?= go
-FUZZTIME ?= 10s
+FUZZEXECS ?= 100000
 BIN := bin
 
-.PHONY: all build deps consul test vet unit fuzz-smoke cookbook-test demo bench bench-migrate soak clean
+.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean
 
 all: build
 
@@ -27,19 +27,25 @@ consul:
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
 
-unit: deps consul
-	$(GO) test -race -count=1 -timeout 20m ./...
+# Unit tests need nothing but Go: `go test ./...` runs them anywhere. The
+# suites that need PostgreSQL, Consul or svlogd are behind the integration tag.
+unit:
+	$(GO) test -race -count=1 -timeout 5m ./...
+
+integration: deps consul
+	$(GO) test -race -count=1 -timeout 25m -tags integration ./...
 
 fuzz-smoke:
-	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./validate/dconf/
-	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=$(FUZZTIME) ./migrate/
-	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=$(FUZZTIME) ./migrate/consulkv/
+	tools/fuzz-smoke.sh validate/dconf FuzzParse $(FUZZEXECS)
+	tools/fuzz-smoke.sh migrate FuzzEscape $(FUZZEXECS)
+	tools/fuzz-smoke.sh migrate/consulkv FuzzKVList $(FUZZEXECS)
 
 cookbook-test: deps
 	cookbook/test.sh
 
-test: vet unit fuzz-smoke cookbook-test
+test: vet integration fuzz-smoke cookbook-test
 
 demo: deps consul build
 	$(GO) run ./integration/demo
@@ -51,7 +57,7 @@ bench-migrate: deps consul build
 	$(GO) run ./integration/benchmigrate $(BENCH_ARGS)
 
 soak: deps consul
-	SOAK=1 $(GO) test -race -count=1 -timeout 120m ./integration/...
+	SOAK=1 $(GO) test -race -count=1 -timeout 120m -tags integration ./integration/...
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=10m ./validate/dconf/
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
 	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=10m ./migrate/consulkv/

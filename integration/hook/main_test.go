@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package hook tests the Chef deploy hook end to end: `deployhook run`, the
 // detached worker it starts, `deployhook wait`, and the commands the cookbook
 // renders, against one real PostgreSQL and one real Consul shared by the

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package migratecli tests `deployhook migrate`, `status` and `verify`, the
 // real binary, against real PostgreSQL and Consul servers. Every check of
 // store3 goes through clitest's raw HTTP reads and this package's raw HTTP

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package reliability is the "prove it survives" suite: the real deployhook
 // binary against real PostgreSQL and Consul processes on loopback, with
 // crashes, failovers, lost locks, PostgreSQL trouble, concurrency, hostile

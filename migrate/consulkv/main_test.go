@@ -1,3 +1,5 @@
+//go:build integration
+
 package consulkv_test
 
 import (
