@@ -492,3 +492,31 @@ func TestDotSegmentsRefused(t *testing.T) {
 		t.Errorf(`Scan("a/.x") = %d pairs, %v; want none and no error`, n, err)
 	}
 }
+
+// After its holder's session is destroyed, a lock key is free but refused
+// for the lock delay: a single attempt is busy, an attempt that may wait
+// gets the lock once the delay is over.
+func TestLockAfterLockDelay(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, shared, "")
+	key := prefix(t) + "migration/.lock"
+	a, err := s.TryLock(ctx, key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DestroySession(ctx, a.Session()); err != nil {
+		t.Fatal(err)
+	}
+	<-a.Lost()
+	if _, err := s.TryLock(ctx, key, 0); !errors.Is(err, migrate.ErrLockBusy) {
+		t.Fatalf("TryLock during the lock delay: %v, want ErrLockBusy", err)
+	}
+	b, err := s.TryLock(ctx, key, 10*time.Second)
+	if err != nil {
+		t.Fatalf("TryLock waiting out the lock delay: %v", err)
+	}
+	if err := b.Unlock(ctx); err != nil {
+		t.Error(err)
+	}
+}
