@@ -20,7 +20,7 @@ var (
 	ErrKindMissing       = errors.New("db.kind is not set")
 	ErrKindInvalid       = errors.New("not a store kind")
 	ErrStore2WithMigrate = errors.New("kind store2 with migrate_store2_to_store3 true")
-	ErrTableInvalid      = errors.New("not a store2 table name")
+	ErrTableInvalid      = errors.New("invalid store2 table name")
 )
 
 // The store kinds of DESIGN.md: PostgreSQL and Consul KV.
@@ -172,6 +172,18 @@ type Table struct {
 	Name   string
 }
 
+// TableError is a table name ParseTable refuses; it wraps ErrTableInvalid.
+type TableError struct {
+	Table  string
+	Reason string
+}
+
+func (e *TableError) Error() string {
+	return fmt.Sprintf("%v %q: %s", ErrTableInvalid, e.Table, e.Reason)
+}
+
+func (e *TableError) Unwrap() error { return ErrTableInvalid }
+
 // maxIdentLen is NAMEDATALEN-1: PostgreSQL truncates longer identifiers.
 const maxIdentLen = 63
 
@@ -182,10 +194,10 @@ const maxIdentLen = 63
 // key word; quoted parts keep their case and write " as "". It refuses what
 // PostgreSQL would not accept, and also white space outside quotes, more
 // than two parts, and parts longer than 63 bytes (which PostgreSQL would
-// silently truncate). The error wraps ErrTableInvalid and says why.
+// silently truncate). The error is a *TableError.
 func ParseTable(s string) (Table, error) {
 	bad := func(format string, args ...any) (Table, error) {
-		return Table{}, fmt.Errorf("%w %q: %s", ErrTableInvalid, s, fmt.Sprintf(format, args...))
+		return Table{}, &TableError{Table: s, Reason: fmt.Sprintf(format, args...)}
 	}
 	if !utf8.ValidString(s) {
 		return bad("not valid UTF-8")
