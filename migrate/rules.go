@@ -148,11 +148,13 @@ func SizingBatcher(l Limits, prefix string) *Batcher {
 // .status: no migration ever started.
 const StateNotMigrated = "not migrated"
 
-// Current says where the migration stands: StateDone when .done exists
-// (whatever .status says), else the state .status records, except that a
-// running .status whose lock no session holds is StateFailed: the worker
-// died before it could say so, and Consul's session TTL has released its
-// lock. StateNotMigrated when nothing was recorded.
+// Current says where the migration stands. StateDone when .done exists,
+// whatever .status says: its presence is what means migrated. Else
+// .status's failed or running, except that a running .status whose lock no
+// session holds is StateFailed: the worker died before it could say so, and
+// Consul's session TTL released its lock. StateNotMigrated otherwise: no
+// .status, or one that says done while .done is gone (removed to migrate
+// again).
 func (st *State) Current() string {
 	switch {
 	case st.Done != nil:
@@ -161,8 +163,10 @@ func (st *State) Current() string {
 		return StateNotMigrated
 	case st.Status.State == StateRunning && st.LockSession == "":
 		return StateFailed
+	case st.Status.State == StateRunning, st.Status.State == StateFailed:
+		return st.Status.State
 	}
-	return st.Status.State
+	return StateNotMigrated
 }
 
 // Table is a store2 table name, as PostgreSQL resolves it: unquoted parts

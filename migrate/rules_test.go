@@ -173,6 +173,8 @@ func TestStateCurrent(t *testing.T) {
 		{"failed", State{Status: failed}, StateFailed},
 		{"failed, new attempt holds the lock", State{Status: failed, LockSession: "s2"}, StateFailed},
 		{"done", State{Done: &Done{}, Status: running}, StateDone},
+		{".done removed", State{Status: &Status{State: StateDone}}, StateNotMigrated},
+		{"unknown state", State{Status: &Status{State: "paused"}, LockSession: "s1"}, StateNotMigrated},
 	} {
 		if got := tc.st.Current(); got != tc.want {
 			t.Errorf("%s: Current() = %q, want %q", tc.name, got, tc.want)
