@@ -228,16 +228,15 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	defer snap.Close(context.WithoutCancel(ctx))
 
+	b := SizingBatcher(kv.Limits(ctx), prefix)
 	srcChunks := map[string]*Tally{}
 	err = snap.Scan(ctx, func(r *Record) error {
-		rel, err := RelKey(r.Bucket, r.Key)
-		if err == nil && r.Bucket == "migration" {
-			err = fmt.Errorf(`bucket "migration" is reserved`)
-		}
-		if err != nil {
-			add(DiffEntry{Kind: DiffMissing, Bucket: r.Bucket, Key: r.Key, Detail: "cannot be stored: " + err.Error()})
+		key, reason := CheckRecord(prefix, r, b)
+		if reason != "" {
+			add(DiffEntry{Kind: DiffMissing, Bucket: r.Bucket, Key: r.Key, Detail: "cannot be stored: " + reason})
 			return nil
 		}
+		rel := key[len(prefix):]
 		c := chunkID(rel)
 		t := srcChunks[c]
 		if t == nil {
@@ -299,8 +298,12 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	var found []DiffEntry
 	err = snap.Scan(ctx, func(r *Record) error {
-		rel, err := RelKey(r.Bucket, r.Key)
-		if err != nil || r.Bucket == "migration" || !differ[chunkID(rel)] {
+		key, reason := CheckRecord(prefix, r, b)
+		if reason != "" {
+			return nil
+		}
+		rel := key[len(prefix):]
+		if !differ[chunkID(rel)] {
 			return nil
 		}
 		h, ok := store[rel]
