@@ -5,11 +5,20 @@ package consulkv_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -518,5 +527,62 @@ func TestLockAfterLockDelay(t *testing.T) {
 	}
 	if err := b.Unlock(ctx); err != nil {
 		t.Error(err)
+	}
+}
+
+// Scan's listing is consul/api's request like any other: over https with
+// CONSUL_CACERT, with the token, CONSUL_HTTP_AUTH's basic auth, and
+// uncompressed. A TLS proxy in front of the shared server records the
+// listing requests that reach it.
+func TestScanHTTPSWithAuth(t *testing.T) {
+	ctx := ctxT(t)
+	target, err := url.Parse("http://" + shared.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	var listings []http.Header
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/kv/") && r.URL.Query().Has("recurse") {
+			mu.Lock()
+			listings = append(listings, r.Header.Clone())
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CONSUL_CACERT", ca)
+	t.Setenv("CONSUL_HTTP_AUTH", "deploy:hook-secret")
+	const token = "5e1f0c2a-scan-token"
+	s, err := consulkv.New(consulkv.Config{Address: srv.URL, Token: token}) // https://127.0.0.1:port
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := prefix(t)
+	if err := s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: p + "a", Value: []byte("1")}, {Verb: migrate.VerbSet, Key: p + "b", Value: []byte("2")}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := s.Scan(ctx, p, func(pr *migrate.Pair) error { got = append(got, pr.Key+"="+string(pr.Value)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{p + "a=1", p + "b=2"}, got); d != "" {
+		t.Errorf("Scan over https (-want +got):\n%s", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(listings) != 1 {
+		t.Fatalf("%d listing requests reached the proxy, want 1", len(listings))
+	}
+	h := listings[0]
+	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("deploy:hook-secret"))
+	if h.Get("X-Consul-Token") != token || h.Get("Authorization") != wantAuth || h.Get("Accept-Encoding") != "identity" {
+		t.Errorf("listing request headers: token %q, authorization %q, accept-encoding %q; want the token, %q, identity",
+			h.Get("X-Consul-Token"), h.Get("Authorization"), h.Get("Accept-Encoding"), wantAuth)
 	}
 }
