@@ -93,7 +93,7 @@ func TestTxnOpsLimit(t *testing.T) {
 		"fence and 128 ops": s.Txn(ctx, fence, sets(128)),
 	} {
 		if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Transaction contains too many operations (129 > 128)") {
-			t.Errorf("%s: %v, want ErrRequestTooLarge: too many operations (129 > 128)", name, err)
+			t.Errorf("%s: %v, want ErrTooLarge: too many operations (129 > 128)", name, err)
 		}
 		if migrate.IsTransient(err) {
 			t.Errorf("%s: transient", name)
@@ -153,7 +153,7 @@ func TestTxnBodyLimit(t *testing.T) {
 	set.Key += "k"
 	err = s.Txn(ctx, fence, []migrate.Op{set})
 	if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Request body(100001 bytes) too large, max size: 100000 bytes") {
-		t.Errorf("body of MaxBody+1: %v, want ErrRequestTooLarge", err)
+		t.Errorf("body of MaxBody+1: %v, want ErrTooLarge", err)
 	}
 	// A value over kv_max_value_size in a body that fits.
 	set = migrate.Op{Verb: migrate.VerbSet, Key: "apcera/store3/jmdb/big/v", Value: make([]byte, 60001)}
