@@ -211,28 +211,24 @@ func (d *listDecoder) text() (string, error) {
 }
 
 // uint reads an unsigned decimal integer within uint64.
-func (d *listDecoder) uint() (uint64, error) {
-	var n uint64
+func (d *listDecoder) uint() (n uint64, err error) {
 	c, err := d.next()
-	for i := 0; err == nil; i++ {
-		if c < '0' || c > '9' {
-			if i == 0 {
-				return 0, d.errorf("want an unsigned integer, got %q", c)
-			}
-			d.r.UnreadByte()
-			d.off--
-			return n, nil
-		}
-		if i == 1 && n == 0 {
-			return 0, d.errorf("integer with a leading zero")
-		}
-		if n > (math.MaxUint64-uint64(c-'0'))/10 {
-			return 0, d.errorf("integer over 2^64-1")
+	i := 0
+	for ; err == nil && '0' <= c && c <= '9'; i++ {
+		if (i == 1 && n == 0) || n > (math.MaxUint64-uint64(c-'0'))/10 {
+			return 0, d.errorf("integer with a leading zero or over 2^64-1")
 		}
 		n = n*10 + uint64(c-'0')
 		c, err = d.readByte()
 	}
-	return 0, err
+	switch {
+	case err != nil:
+		return 0, err
+	case i == 0:
+		return 0, d.errorf("want an unsigned integer, got %q", c)
+	}
+	d.off--
+	return n, d.r.UnreadByte()
 }
 
 // value reads Value: null, or a string of padded standard base64.
