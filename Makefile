@@ -6,7 +6,7 @@ GO ?= go
 FUZZEXECS ?= 100000
 BIN := bin
 
-.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean
+.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean man completion
 
 all: build
 
@@ -61,6 +61,15 @@ soak: deps consul
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=10m ./validate/dconf/
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
 	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=10m ./migrate/consulkv/
+
+# The man page and the shell completion scripts, generated from the command
+# definitions (TestManPageCurrent fails when docs/deployhook.8 is stale).
+man:
+	$(GO) run ./cmd/deployhook man > docs/deployhook.8.tmp && mv docs/deployhook.8.tmp docs/deployhook.8
+
+completion:
+	$(GO) run ./cmd/deployhook completion bash > docs/deployhook.bash.tmp && mv docs/deployhook.bash.tmp docs/deployhook.bash
+	$(GO) run ./cmd/deployhook completion zsh > docs/_deployhook.tmp && mv docs/_deployhook.tmp docs/_deployhook
 
 clean:
 	rm -rf $(BIN)/deployhook .demo

@@ -27,6 +27,9 @@ func (s *Store) classify(ctx context.Context, what string, err error) error {
 		// happen; if it does, the text is all we keep.
 		err = errors.New(strings.ReplaceAll(msg, s.token, "****"))
 	}
+	if perr := permanentTLS(what, err); perr != nil {
+		return perr // x509 and TLS alerts are never transient
+	}
 	var se api.StatusError
 	switch {
 	case errors.As(err, &se):
