@@ -21,13 +21,13 @@ A failure recorded before wait started is final at once when this host's
 worker for the component has ended; otherwise (wait on another host) it
 counts when no new attempt shows up within --stale-grace. A worker on this
 host that ended without a result (killed, crashed, or refused its
-configuration) fails the wait at once, with its reason and the last lines
+configuration) fails the wait at once (--hostname as given to run), with its reason and the last lines
 of its log. With --format json, one object per component per line, printed
 as each component settles.
 Exit codes: 0 all done, 2 usage, 3 invalid conf, 4 timed out, 5 a migration failed, 6 interrupted.`,
 		Before: requireConf,
 		Flags: []cli.Flag{
-			confFlag,
+			confFlag, hostnameFlag,
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "give up (exit 4) after `D`"},
 			formatFlag("the results"), noColorFlag,
 			&cli.DurationFlag{Name: "poll", Value: time.Second, Hidden: true},
@@ -159,6 +159,11 @@ func (w *waiter) check(comp *validate.Component) *waitResult {
 		w.progress(comp.Name, fmt.Sprintf("%s: earlier attempt failed; waiting for the new one to start", comp.Name))
 	case migrate.StateRunning:
 		s := row.Status
+		if worker.Died && s.PID == worker.PID && s.Host == hostname(w.c) {
+			// Store3 still shows it running until its session's TTL runs
+			// out, but this host's worker that holds it is gone.
+			return w.died(comp, res, worker)
+		}
 		w.progress(comp.Name, fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID))
 	default:
 		if worker.Died {

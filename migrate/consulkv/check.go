@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,11 @@ func Check(ctx context.Context, cfg Config, timeout time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if s.cfg.Scheme == "https" {
+		if err := s.handshake(ctx); err != nil {
+			return err
+		}
+	}
 	_, err = s.c.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
 	if err == nil || isStatus(err, http.StatusForbidden) {
 		return nil
@@ -56,6 +62,30 @@ func Check(ctx context.Context, cfg Config, timeout time.Duration) error {
 		return fmt.Errorf("%w: consul at %s refused plain http (%v): set CONSUL_HTTP_SSL=true or an https:// address", ErrConfig, s.cfg.Address, err)
 	}
 	return s.classify(ctx, fmt.Sprintf("reach consul at %s://%s", s.cfg.Scheme, s.cfg.Address), err)
+}
+
+// handshake dials the server and completes one TLS handshake with the
+// client's TLS settings. net/http reports a server that answers in plain
+// HTTP only as text; the handshake's own error says it by type.
+func (s *Store) handshake(ctx context.Context) error {
+	what := fmt.Sprintf("TLS handshake with consul at %s", s.cfg.Address)
+	conf, err := api.SetupTLSConfig(&s.cfg.TLSConfig)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrConfig, what, err)
+	}
+	if conf.ServerName == "" {
+		conf.ServerName, _, _ = net.SplitHostPort(s.cfg.Address)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", s.cfg.Address)
+	if err != nil {
+		return s.classify(ctx, what, err)
+	}
+	defer conn.Close()
+	if err := tls.Client(conn, conf).HandshakeContext(ctx); err != nil {
+		return s.classify(ctx, what, err)
+	}
+	return nil
 }
 
 // checkFiles reads the files the configuration names, each named with the
@@ -146,12 +176,25 @@ func certificateError(err error) bool {
 		errors.As(err, &verify), errors.As(err, &recordHdr), errors.As(err, &systemRoots):
 		return true
 	case errors.As(err, &alert):
-		// bad_certificate .. certificate_unknown, unknown_ca, access_denied,
-		// certificate_required (RFC 8446 6.2).
-		switch alert {
-		case 42, 43, 44, 45, 46, 48, 49, 116:
-			return true
+		return certificateAlert(uint8(alert))
+	}
+	// An alert the server sent over TCP is a *net.OpError with Op "remote
+	// error" around crypto/tls's unexported alert type, a uint8.
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
+		if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
+			return certificateAlert(uint8(v.Uint()))
 		}
+	}
+	return false
+}
+
+// certificateAlert: bad_certificate .. certificate_unknown, unknown_ca,
+// access_denied, certificate_required (RFC 8446 6.2).
+func certificateAlert(code uint8) bool {
+	switch code {
+	case 42, 43, 44, 45, 46, 48, 49, 116:
+		return true
 	}
 	return false
 }
