@@ -15,7 +15,6 @@ import (
 type dryRunJSON struct {
 	Version    int                    `json:"version"`
 	Component  string                 `json:"component"`
-	Database   string                 `json:"database"`
 	Prefix     string                 `json:"prefix"`
 	Result     string                 `json:"result"` // "would succeed", "would fail", "already migrated"
 	Error      string                 `json:"error"`
@@ -73,7 +72,7 @@ func writeDryRun(c *cli.Context, comp *validate.Component, r *migrate.DryRunRepo
 		return nil
 	}
 	j := dryRunJSON{
-		Version: jsonVersion, Component: comp.Name, Database: comp.Database, Prefix: r.Prefix,
+		Version: jsonVersion, Component: comp.Name, Prefix: r.Prefix,
 		Result: dryRunResult(r, runErr), Done: r.Done,
 		Limits:     limitsJSON{r.Limits.MaxOps, r.Limits.MaxBody, r.Limits.MaxValue, r.Limits.FromServer, r.Limits.ServerReason},
 		Permission: checkJSON{r.PermissionOK, r.PermissionReason},
