@@ -204,6 +204,9 @@ func (w *waiter) progress(name, msg string) {
 func (w *waiter) emit(r *waitResult) error {
 	out := w.c.App.Writer
 	if w.json {
+		if r.LogTail == nil {
+			r.LogTail = []string{}
+		}
 		return writeJSONLine(out, r)
 	}
 	switch r.Result {
@@ -226,7 +229,7 @@ func (w *waiter) stop(comps []*validate.Component, pending map[string]bool, why 
 	}
 	if w.json {
 		for _, comp := range names {
-			res := &waitResult{componentState: componentState{Version: jsonVersion, Component: comp.Name, Prefix: comp.Consul.Prefix, State: stateNotMigrated}, Result: why}
+			res := &waitResult{componentState: componentState{Version: jsonVersion, Component: comp.Name, Prefix: comp.Consul.Prefix, State: stateNotMigrated}, Result: why, LogTail: []string{}}
 			if row, err := readComponentState(w.c.Context, comp); err == nil {
 				res.componentState = row
 			}
