@@ -50,17 +50,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 }
 
 // prepare gives every command the same usage-error handling: one line on
-// standard error and exit 2, never a help page nobody asked for.
+// standard error and exit 2, never a help page nobody asked for. (No flag
+// may be marked Required: urfave/cli answers a missing one with the whole
+// help page on stdout and exit 1. requireFlags checks them instead, and
+// TestNoRequiredFlags keeps it so.)
 func prepare(c *cli.Command) {
 	c.OnUsageError = usageError
 	c.HideHelpCommand = true
-	for _, f := range c.Flags {
-		if r, ok := f.(interface{ IsRequired() bool }); ok && r.IsRequired() {
-			// urfave/cli prints the whole help page on stdout and exits 1
-			// for a missing required flag: requireFlags checks instead.
-			panic(fmt.Sprintf("command %s: flag %v is marked Required; list it in the command's requireFlags", c.Name, f.Names()))
-		}
-	}
 }
 
 // noCommand is the app's action: reached without a command, or with one

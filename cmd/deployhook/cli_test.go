@@ -70,6 +70,18 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// urfave/cli's Required would print the help page and exit 1: commands
+// check their required flags with requireFlags.
+func TestNoRequiredFlags(t *testing.T) {
+	for _, c := range commands() {
+		for _, f := range c.Flags {
+			if r, ok := f.(cli.RequiredFlag); ok && r.IsRequired() {
+				t.Errorf("command %s: flag %v is marked Required; check it with requireFlags", c.Name, f.Names())
+			}
+		}
+	}
+}
+
 // Help asked for goes to standard output, exit 0, nothing on stderr.
 func TestHelpOnStdout(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help"}, {"migrate", "--help"}, {"help", "wait"}, {"-h"}} {

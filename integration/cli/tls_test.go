@@ -50,35 +50,37 @@ func TestTLSConfigurationInTheForeground(t *testing.T) {
 	missing := filepath.Join(dir, "no-such-ca.pem")
 
 	for _, tc := range []struct {
-		name string
-		addr string
-		vars []string
-		want []string // in stderr
+		name  string
+		addr  string
+		vars  []string
+		want  []string // in stderr
+		token string   // db.consul.token_file
 	}{
+		{"token file missing", httpsAddr, good, []string{"consul.token_file", "no-such-token"}, filepath.Join(dir, "no-such-token")},
 		{"CA file missing", httpsAddr, []string{"CONSUL_CACERT=" + missing, "CONSUL_CLIENT_CERT=" + cert, "CONSUL_CLIENT_KEY=" + key},
-			[]string{"CONSUL_CACERT", missing, "no such file"}},
+			[]string{"CONSUL_CACERT", missing, "no such file"}, ""},
 		{"client key missing", httpsAddr, []string{"CONSUL_CACERT=" + ca.CAFile, "CONSUL_CLIENT_CERT=" + cert, "CONSUL_CLIENT_KEY=" + filepath.Join(dir, "gone-key.pem")},
-			[]string{"CONSUL_CLIENT_KEY", "gone-key.pem"}},
+			[]string{"CONSUL_CLIENT_KEY", "gone-key.pem"}, ""},
 		{"CA is not a certificate", httpsAddr, []string{"CONSUL_CACERT=" + key, "CONSUL_CLIENT_CERT=" + cert, "CONSUL_CLIENT_KEY=" + key},
-			[]string{"store3 configuration error"}},
+			[]string{"store3 configuration error"}, ""},
 		{"server signed by another CA", httpsAddr, []string{"CONSUL_CACERT=" + other.CAFile, "CONSUL_CLIENT_CERT=" + cert, "CONSUL_CLIENT_KEY=" + key},
-			[]string{"store3 configuration error", "x509", "CONSUL_CACERT"}},
+			[]string{"store3 configuration error", "x509", "CONSUL_CACERT"}, ""},
 		{"wrong server name", httpsAddr, append([]string{"CONSUL_TLS_SERVER_NAME=wrong.example"}, good...),
-			[]string{"store3 configuration error", "wrong.example"}},
+			[]string{"store3 configuration error", "wrong.example"}, ""},
 		{"no client certificate", httpsAddr, []string{"CONSUL_CACERT=" + ca.CAFile},
-			[]string{"store3 configuration error", "certificate"}},
+			[]string{"store3 configuration error", "certificate"}, ""},
 		{"https to the plain port", "https://" + consul.Addr(), good,
-			[]string{"store3 configuration error"}},
+			[]string{"store3 configuration error"}, ""},
 		{"plain http to the https port", fmt.Sprintf("127.0.0.1:%d", ports[0]), good,
-			[]string{"store3 configuration error", "CONSUL_HTTP_SSL"}},
+			[]string{"store3 configuration error", "CONSUL_HTTP_SSL"}, ""},
 		{"address does not parse", "127.0.0.1:port", good,
-			[]string{"consul address", "127.0.0.1:port"}},
+			[]string{"consul address", "127.0.0.1:port"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, consul)
 			e.Vars = append(e.Vars, tc.vars...)
 			logDir := filepath.Join(e.Dir, "log")
-			conf := e.conf(5, clitest.Conf{Address: tc.addr, LogDir: logDir})
+			conf := e.conf(5, clitest.Conf{Address: tc.addr, LogDir: logDir, TokenFile: tc.token})
 			for _, cmd := range [][]string{{"run", "-f", conf}, {"migrate", "-f", conf}} {
 				r := e.MustRun(3, cmd...)
 				for _, w := range tc.want {

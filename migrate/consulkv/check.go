@@ -76,17 +76,46 @@ func (s *Store) handshake(ctx context.Context) error {
 	if conf.ServerName == "" {
 		conf.ServerName, _, _ = net.SplitHostPort(s.cfg.Address)
 	}
+	// Know whether the server asks for a client certificate: in TLS 1.3
+	// it judges ours after our side of the handshake is done.
+	requested := false
+	certs := conf.Certificates
+	conf.Certificates = nil
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		requested = true
+		if len(certs) > 0 {
+			return &certs[0], nil
+		}
+		return &tls.Certificate{}, nil
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", s.cfg.Address)
 	if err != nil {
 		return s.classify(ctx, what, err)
 	}
 	defer conn.Close()
-	if err := tls.Client(conn, conf).HandshakeContext(ctx); err != nil {
+	tc := tls.Client(conn, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
 		return s.classify(ctx, what, err)
 	}
-	return nil
+	if !requested {
+		return nil
+	}
+	// A server that refuses our certificate sends its alert right away; one
+	// that accepts it waits for a request, and the read times out. Sending
+	// nothing first keeps the alert from being lost to a reset.
+	tc.SetReadDeadline(time.Now().Add(clientCertVerdict))
+	_, err = tc.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return s.classify(ctx, what, err)
 }
+
+// clientCertVerdict is how long the check waits for a server that asked for
+// a client certificate to refuse it.
+const clientCertVerdict = 500 * time.Millisecond
 
 // checkFiles reads the files the configuration names, each named with the
 // setting that named it.
