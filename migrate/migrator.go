@@ -782,9 +782,8 @@ func probeWrite(ctx context.Context, kv KV, prefix string) (ok bool, reason stri
 	if err == nil {
 		return true, fmt.Sprintf("probe %q was not rolled back: delete it", key), nil
 	}
-	msg := err.Error()
-	if l := strings.ToLower(msg); strings.Contains(l, "permission denied") || strings.Contains(l, "acl not found") || strings.Contains(l, "403") {
-		return false, fmt.Sprintf("write under %q refused: %s", prefix, msg), nil
+	if errors.Is(err, ErrPermissionDenied) {
+		return false, fmt.Sprintf("write under %q refused: %v", prefix, err), nil
 	}
 	var te *TxnError
 	if errors.As(err, &te) {
