@@ -29,9 +29,6 @@ Exit codes: 0 read, 1 store3 unreachable, 2 usage, 3 invalid conf.`,
 	}
 }
 
-// stateNotMigrated is the state of a component store3 knows nothing about.
-const stateNotMigrated = "not migrated"
-
 // componentState is one row of `status`, and its JSON object: the
 // component's state and every field of .status and .done as store3 holds
 // them, so fields added there show here too.
@@ -39,7 +36,7 @@ type componentState struct {
 	Version   int             `json:"version"`
 	Component string          `json:"component"`
 	Prefix    string          `json:"prefix"`
-	State     string          `json:"state"` // not migrated, running, failed, done
+	State     string          `json:"state"` // migrate.State.Current: not migrated, running, failed, done
 	Lock      lockState       `json:"lock"`
 	Status    *migrate.Status `json:"status"` // null when no migration ever started
 	Done      *migrate.Done   `json:"done"`   // null when not migrated
@@ -92,22 +89,10 @@ func readComponentState(ctx context.Context, comp *validate.Component) (componen
 		Version:   jsonVersion,
 		Component: comp.Name,
 		Prefix:    comp.Consul.Prefix,
-		State:     stateNotMigrated,
+		State:     st.Current(),
 		Lock:      lockState{Held: st.LockSession != "", Session: st.LockSession},
 		Status:    st.Status,
 		Done:      st.Done,
-	}
-	switch {
-	case st.Done != nil:
-		row.State = migrate.StateDone
-	case st.Status != nil && st.Status.State == migrate.StateRunning && row.Lock.Held:
-		row.State = migrate.StateRunning
-	case st.Status != nil && st.Status.State == migrate.StateRunning:
-		// A running status without a lock holder is a worker that died
-		// before it could say so.
-		row.State = migrate.StateFailed
-	case st.Status != nil && st.Status.State == migrate.StateFailed:
-		row.State = migrate.StateFailed
 	}
 	return row, nil
 }

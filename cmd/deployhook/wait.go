@@ -183,7 +183,7 @@ func (w *waiter) check(comp *validate.Component) *waitResult {
 func (w *waiter) died(comp *validate.Component, res *waitResult, worker localWorker) *waitResult {
 	res.Component, res.Prefix, res.Version = comp.Name, comp.Consul.Prefix, jsonVersion
 	if res.State == "" {
-		res.State = stateNotMigrated
+		res.State = migrate.StateNotMigrated
 	}
 	res.Result, res.Reason = waitFailed, worker.Why
 	res.LogTail = logTail(comp.LogDir, logTailLines)
@@ -229,7 +229,7 @@ func (w *waiter) stop(comps []*validate.Component, pending map[string]bool, why 
 	}
 	if w.json {
 		for _, comp := range names {
-			res := &waitResult{componentState: componentState{Version: jsonVersion, Component: comp.Name, Prefix: comp.Consul.Prefix, State: stateNotMigrated}, Result: why, LogTail: []string{}}
+			res := &waitResult{componentState: componentState{Version: jsonVersion, Component: comp.Name, Prefix: comp.Consul.Prefix, State: migrate.StateNotMigrated}, Result: why, LogTail: []string{}}
 			if row, err := readComponentState(w.c.Context, comp); err == nil {
 				res.componentState = row
 			}

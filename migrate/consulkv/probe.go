@@ -27,7 +27,7 @@ func (s *Store) ProbeSession(ctx context.Context) (bool, string, error) {
 	defer cancel()
 	node, err := s.c.Agent().NodeName()
 	if err != nil {
-		if errors.Is(s.classify(ctx, "", err), ErrPermissionDenied) || isStatus(err, http.StatusForbidden) {
+		if errors.Is(s.classify(ctx, "", err), migrate.ErrPermissionDenied) || isStatus(err, http.StatusForbidden) {
 			return true, "not checked: reading the agent's node name needs agent:read", nil
 		}
 		return false, "", s.classify(ctx, "read the agent's node name", err)
