@@ -160,11 +160,26 @@ func checkStores(ctx context.Context, comp *validate.Component) error {
 		return withCode(exitInvalid, fmt.Errorf("%s: store2: %w", comp.File, err))
 	}
 	src.Close()
-	err = consulkv.Check(ctx, consulConfig(comp), storeCheckTimeout)
+	return checkStore3(ctx, comp)
+}
+
+// checkStore3 is checkStores for store3 alone.
+func checkStore3(ctx context.Context, comp *validate.Component) error {
+	err := consulkv.Check(ctx, consulConfig(comp), storeCheckTimeout)
 	if errors.Is(err, consulkv.ErrConfig) {
 		return withCode(exitInvalid, fmt.Errorf("%s: %w", comp.File, err))
 	}
 	return nil
+}
+
+// errCode is the exit code of err: its own when it carries one, else the
+// migration's mapping.
+func errCode(ctx context.Context, err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return migrationCode(ctx, err)
 }
 
 // migrationCode maps an error of the migrate package to the exit codes of

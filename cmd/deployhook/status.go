@@ -58,9 +58,12 @@ func runStatus(c *cli.Context) error {
 	}
 	var rows []componentState
 	for _, comp := range comps {
+		if err := checkStore3(c.Context, comp); err != nil {
+			return err
+		}
 		row, err := readComponentState(c.Context, comp)
 		if err != nil {
-			return withCode(exitFailure, fmt.Errorf("%s: read store3 state: %w", comp.Name, err))
+			return withCode(errCode(c.Context, err), fmt.Errorf("%s: read store3 state: %w", comp.Name, err))
 		}
 		rows = append(rows, row)
 	}

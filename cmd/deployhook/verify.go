@@ -39,6 +39,9 @@ func runVerify(c *cli.Context) error {
 	}
 	worst := exitOK
 	for _, comp := range comps {
+		if err := checkStores(c.Context, comp); err != nil {
+			return err
+		}
 		src, kv, err := stores(c.Context, comp)
 		if err != nil {
 			return err

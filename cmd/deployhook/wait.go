@@ -24,7 +24,8 @@ host that ended without a result (killed, crashed, or refused its
 configuration) fails the wait at once (--hostname as given to run), with its reason and the last lines
 of its log. With --format json, one object per component per line, printed
 as each component settles.
-Exit codes: 0 all done, 2 usage, 3 invalid conf, 4 timed out, 5 a migration failed, 6 interrupted.`,
+Exit codes: 0 all done, 2 usage, 3 invalid conf (or a store3 configuration no
+retry fixes), 4 timed out, 5 a migration failed, 6 interrupted.`,
 		Before: requireConf,
 		Flags: []cli.Flag{
 			confFlag, hostnameFlag,
@@ -65,6 +66,13 @@ func runWait(c *cli.Context) error {
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
+	}
+	// A configuration no retry fixes would have wait poll until its
+	// timeout: refuse it now.
+	for _, comp := range comps {
+		if err := checkStore3(c.Context, comp); err != nil {
+			return err
+		}
 	}
 	w := &waiter{c: c, json: format == formatJSON, start: time.Now(), last: map[string]string{}}
 	deadline := w.start.Add(c.Duration("timeout"))

@@ -81,7 +81,8 @@ func TestTLSConfigurationInTheForeground(t *testing.T) {
 			e.Vars = append(e.Vars, tc.vars...)
 			logDir := filepath.Join(e.Dir, "log")
 			conf := e.conf(5, clitest.Conf{Address: tc.addr, LogDir: logDir, TokenFile: tc.token})
-			for _, cmd := range [][]string{{"run", "-f", conf}, {"migrate", "-f", conf}} {
+			for _, cmd := range [][]string{{"run", "-f", conf}, {"migrate", "-f", conf}, {"migrate", "-f", conf, "-dry_run_store_migration"},
+				{"status", "-f", conf}, {"wait", "-f", conf, "--timeout", "1m"}, {"verify", "-f", conf}} {
 				r := e.MustRun(3, cmd...)
 				for _, w := range tc.want {
 					if !strings.Contains(r.Stderr, w) {
