@@ -190,7 +190,7 @@ func migrationCode(ctx context.Context, err error) int {
 		return exitOK
 	case errors.Is(err, migrate.ErrInterrupted), ctx.Err() != nil:
 		return exitInterrupted
-	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix), errors.Is(err, consulkv.ErrConfig):
+	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix), errors.Is(err, consulkv.ErrConfig), migrate.CertificateError(err):
 		return exitInvalid
 	case errors.Is(err, migrate.ErrLockBusy):
 		return exitLock

@@ -125,8 +125,11 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	}
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
-	if _, err := store2HasRecords(ctx, comp); errors.Is(err, migrate.ErrNeverUsed) {
+	switch _, err := store2HasRecords(ctx, comp); {
+	case errors.Is(err, migrate.ErrNeverUsed):
 		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err)
+	case migrate.CertificateError(err):
+		return exitf(exitInvalid, "%s: store2: %v: check sslrootcert, sslcert, sslkey and sslmode of db.postgres.url (or PGSSL*)", comp.File, err)
 	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {

@@ -3,18 +3,18 @@ package consulkv
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/apcera/deployhook/migrate"
 )
 
 // ErrConfig is a store3 configuration problem that no retry fixes: a file
@@ -186,52 +186,10 @@ func checkAddress(addr string) error {
 	return nil
 }
 
-// certificateError reports whether err is one no retry fixes: a
-// certificate this side does not trust (unknown authority, wrong host name,
-// expired), one the server refused (a TLS alert about certificates), or a
-// server that does not speak TLS at all.
-func certificateError(err error) bool {
-	var (
-		unknownCA   x509.UnknownAuthorityError
-		hostname    x509.HostnameError
-		invalid     x509.CertificateInvalidError
-		verify      *tls.CertificateVerificationError
-		recordHdr   tls.RecordHeaderError
-		alert       tls.AlertError
-		systemRoots x509.SystemRootsError
-	)
-	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid),
-		errors.As(err, &verify), errors.As(err, &recordHdr), errors.As(err, &systemRoots):
-		return true
-	case errors.As(err, &alert):
-		return certificateAlert(uint8(alert))
-	}
-	// An alert the server sent over TCP is a *net.OpError with Op "remote
-	// error" around crypto/tls's unexported alert type, a uint8.
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
-		if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
-			return certificateAlert(uint8(v.Uint()))
-		}
-	}
-	return false
-}
-
-// certificateAlert: bad_certificate .. certificate_unknown, unknown_ca,
-// access_denied, certificate_required (RFC 8446 6.2).
-func certificateAlert(code uint8) bool {
-	switch code {
-	case 42, 43, 44, 45, 46, 48, 49, 116:
-		return true
-	}
-	return false
-}
-
 // permanentTLS wraps a certificate error as a configuration error, so that
 // classify never marks it transient; nil when err is not one.
 func permanentTLS(what string, err error) error {
-	if !certificateError(err) {
+	if !migrate.CertificateError(err) {
 		return nil
 	}
 	return fmt.Errorf("%s: %w: TLS: %w (check CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME)", what, ErrConfig, err)

@@ -41,6 +41,9 @@ func (s *Source) wrap(ctx context.Context, what string, err error) error {
 // reset, timed out), a server shutting down, starting up or out of
 // connections, and pgx's own retryable errors.
 func transient(err error) bool {
+	if migrate.CertificateError(err) {
+		return false // x509 and TLS alerts: a retry meets the same certificate
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
