@@ -11,7 +11,9 @@ BIN := bin
 all: build
 
 build:
-	$(GO) build -o $(BIN)/deployhook ./cmd/deployhook
+	# -buildvcs=true: --version and .done name the revision even where GOFLAGS
+	# turns VCS stamping off.
+	$(GO) build -buildvcs=true -o $(BIN)/deployhook ./cmd/deployhook
 
 # Everything the tests and the demo run against, installed by the project's
 # own files: PostgreSQL and runit (svlogd) from Debian, ruby for the cookbook
