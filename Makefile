@@ -10,9 +10,9 @@ BIN := bin
 
 all: build
 
+# -buildvcs=true: --version and .done name the revision even where GOFLAGS
+# turns VCS stamping off.
 build:
-	# -buildvcs=true: --version and .done name the revision even where GOFLAGS
-	# turns VCS stamping off.
 	$(GO) build -buildvcs=true -o $(BIN)/deployhook ./cmd/deployhook
 
 # Everything the tests and the demo run against, installed by the project's
