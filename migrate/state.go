@@ -8,11 +8,13 @@ import (
 	"time"
 )
 
-// The states of .status.
+// The states of .status, and StateNotMigrated, which State.Current
+// (rules.go) adds: neither .done nor .status, no migration ever started.
 const (
-	StateRunning = "running"
-	StateFailed  = "failed"
-	StateDone    = "done"
+	StateRunning     = "running"
+	StateFailed      = "failed"
+	StateDone        = "done"
+	StateNotMigrated = "not migrated"
 )
 
 // MaxFailedRecords is how many failed records .status lists.

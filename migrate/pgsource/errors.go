@@ -44,6 +44,9 @@ func (s *Source) wrap(ctx context.Context, what string, err error) error {
 // out of connections, and pgx's own retryable errors (a closed connection
 // among them). It reads types and SQLSTATE codes, never error text.
 func transient(err error) bool {
+	if migrate.CertificateError(err) {
+		return false // x509 and TLS alerts: a retry meets the same certificate
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
