@@ -214,7 +214,7 @@ func (p *parser) parseEntry() int32 {
 	if quoted && !q.decoded && q.ts == q.te {
 		p.report(hcl.DiagError, codeEmptyKey, p.rangeOf(start, end), "empty key", "give the key a name")
 	}
-	if !quoted && string(p.src[start:end]) == "include" {
+	if !quoted && string(p.src[start:q.te]) == "include" {
 		p.report(hcl.DiagWarning, codeInclude, p.rangeOf(start, end), "`include` is an ordinary key here, not a file include",
 			"Dconf has no includes: the file named here is not read; rename the key if it is not meant as data")
 	}
@@ -250,7 +250,7 @@ func (p *parser) parseEntry() int32 {
 		return e
 	}
 	if !spaced && !sep && !quoted {
-		key := show(string(p.src[start:end]))
+		key := show(string(p.src[q.ts:q.te]))
 		detail := "need whitespace, `:` or `=` between key and value"
 		if q := p.src[p.off]; q == '"' || q == '\'' {
 			detail = "`" + key + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
