@@ -185,8 +185,15 @@ func duplicates(m *dconf.Value, isErr func(*dconf.Entry) bool, add func(*hcl.Dia
 // occurrences, citing the first; isErr says which are errors rather than
 // warnings, given the entry and its index in the map.
 func duplicateKeys(m dconf.Node, isErr func(int, dconf.Node) bool, add func(*hcl.Diagnostic)) {
+	// Most maps are small: their entries and keys are compared pairwise
+	// from two arrays on the stack.
+	var smallNodes [16]dconf.Node
+	var smallKeys [16][]byte
 	n := 0
 	for e := m.First(); e.Ok(); e = e.Next() {
+		if n < len(smallNodes) {
+			smallNodes[n], smallKeys[n] = e, e.KeyBytes()
+		}
 		n++
 	}
 	if n < 2 {
@@ -196,15 +203,22 @@ func duplicateKeys(m dconf.Node, isErr func(int, dconf.Node) bool, add func(*hcl
 	// key is copied into a string.
 	var seen map[uint64]dconf.Node
 	var seed maphash.Seed
-	if n > 16 {
+	if n > len(smallNodes) {
 		seen = make(map[uint64]dconf.Node, n)
 		seed = maphash.MakeSeed()
 	}
 	i := 0
 	for e := m.First(); e.Ok(); e, i = e.Next(), i+1 {
-		key := e.KeyBytes()
 		var first dconf.Node
-		if seen != nil {
+		if seen == nil {
+			for j, k := range smallKeys[:i] {
+				if bytes.Equal(k, smallKeys[i]) {
+					first = smallNodes[j]
+					break
+				}
+			}
+		} else {
+			key := e.KeyBytes()
 			h := maphash.Bytes(seed, key)
 			switch p, ok := seen[h]; {
 			case !ok:
@@ -214,8 +228,6 @@ func duplicateKeys(m dconf.Node, isErr func(int, dconf.Node) bool, add func(*hcl
 			default: // two keys with one hash: look the slow way
 				first = firstWithKey(m, e, key)
 			}
-		} else {
-			first = firstWithKey(m, e, key)
 		}
 		if !first.Ok() {
 			continue
