@@ -64,12 +64,13 @@ func secretAt(src []byte, i int) bool {
 	if c >= utf8.RuneSelf {
 		return true
 	}
-	switch c | 0x20 {
-	case 'p', 's', 't', 'a':
-		for _, w := range secretWords {
-			if w[0] == c|0x20 && len(src)-i >= len(w) && bytes.EqualFold(src[i:i+len(w)], []byte(w)) {
-				return true
-			}
+	if i+1 == len(src) {
+		return false
+	}
+	c, d := c|0x20, src[i+1]|0x20
+	for _, w := range secretWords {
+		if w[0] == c && w[1] == d && len(src)-i >= len(w) && bytes.EqualFold(src[i:i+len(w)], []byte(w)) {
+			return true
 		}
 	}
 	return false
