@@ -46,10 +46,10 @@ func trimText(src []byte, start, end int32, t uint8) []byte {
 	return src[start+int32(t&3) : end-int32(t>>2&3)]
 }
 
-// chunkBits sizes the blocks nodes live in: 1024 nodes, 24 KiB. Blocks are
+// chunkBits sizes the blocks nodes live in: 256 nodes, 6 KiB. Blocks are
 // never reallocated, so a pointer to a node stays valid while the parser
 // adds more.
-const chunkBits = 10
+const chunkBits = 8
 
 // maxSource is the largest source the int32 offsets of the nodes can hold.
 const maxSource = 1<<31 - 1
