@@ -26,7 +26,7 @@ var settingsPath = []string{"chef", "continuum", keySection}
 
 // Cluster is what the rules read from a cluster.conf.
 type Cluster struct {
-	File     *dconf.File
+	File     *dconf.File  // from ClusterConf in compact form: Root is nil, read it through Top
 	Settings *dconf.Entry // chef → continuum → component_database, or nil
 	Kind     string       // store2 or store3; "" when absent or invalid
 	Migrate  bool         // migrate_store2_to_store3, false when absent or invalid
