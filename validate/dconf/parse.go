@@ -49,8 +49,8 @@ func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
 
 // ParseCompact is Parse without the Value tree: File.Root is nil and the
 // tree is read through File.Top, whose nodes make strings and positions only
-// when asked. The diagnostics are those of Parse. Keys and strings share
-// memory with src, which must not change while the File is in use.
+// when asked. The diagnostics are those of Parse. The nodes read src in
+// place, so it must not change while the File is in use.
 func ParseCompact(src []byte, filename string) (*File, hcl.Diagnostics) {
 	f := &File{Name: filename, Src: src}
 	p := &parser{
