@@ -106,6 +106,7 @@ func run(root string, lines, runs int, markdown bool) error {
 		return fmt.Errorf("natsparse %s: %w\n%s", file, err, out)
 	}
 
+	loadBefore := loadAvg()
 	var dhs, ns []sample
 	for i := range runs {
 		// Alternate which goes first, so neither always runs on a
@@ -128,6 +129,7 @@ func run(root string, lines, runs int, markdown bool) error {
 		}
 	}
 	parentKiB := vmHWM()
+	load := loadBefore + " before, " + loadAvg() + " after"
 
 	var ip inProc
 	out, err = exec.Command(self, "-inprocess", file).Output()
@@ -138,7 +140,7 @@ func run(root string, lines, runs int, markdown bool) error {
 		return fmt.Errorf("in-process measurement: %w", err)
 	}
 
-	report(os.Stdout, size, lines, runs, summary, dhs, ns, ip, parentKiB, markdown)
+	report(os.Stdout, size, lines, runs, summary, load, dhs, ns, ip, parentKiB, markdown)
 	return nil
 }
 
@@ -167,6 +169,15 @@ func measure(c *exec.Cmd) (sample, error) {
 		return sample{}, fmt.Errorf("%s: no rusage on this system", c.Path)
 	}
 	return sample{wall: wall, cpu: ps.UserTime() + ps.SystemTime(), rssKiB: ru.Maxrss}, nil
+}
+
+// loadAvg is the one-minute load average of the machine, or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // vmHWM is this process's own peak RSS in KiB, which bounds what the kernel
@@ -265,7 +276,7 @@ func lastLine(b []byte) string {
 	return lines[len(lines)-1]
 }
 
-func report(w io.Writer, size int64, lines, runs int, summary string, dhs, ns []sample, ip inProc, parentKiB int64, markdown bool) {
+func report(w io.Writer, size int64, lines, runs int, summary, load string, dhs, ns []sample, ip inProc, parentKiB int64, markdown bool) {
 	dWall, nWall := median(pick(dhs, func(s sample) time.Duration { return s.wall })), median(pick(ns, func(s sample) time.Duration { return s.wall }))
 	dCPU, nCPU := median(pick(dhs, func(s sample) time.Duration { return s.cpu })), median(pick(ns, func(s sample) time.Duration { return s.cpu }))
 	dRSS, nRSS := median(pick(dhs, func(s sample) int64 { return s.rssKiB })), median(pick(ns, func(s sample) int64 { return s.rssKiB }))
@@ -279,7 +290,7 @@ func report(w io.Writer, size int64, lines, runs int, summary string, dhs, ns []
 	rssTarget := targetRSSFactor*float64(size)/(1<<20) + targetRSSExtraMiB
 
 	fmt.Fprintf(w, "input: generated cluster.conf, %d lines, %d bytes (%.1f MB); deployhook validate says %q\n", lines, size, float64(size)/1e6, summary)
-	fmt.Fprintf(w, "whole process, %d runs each, alternating, medians:\n", runs)
+	fmt.Fprintf(w, "whole process, %d runs each, alternating, medians (load average %s; wall times grow with it, the ratios much less):\n", runs, load)
 	fmt.Fprintf(w, "  %-30s %12s %12s %12s\n", "", "wall", "CPU", "peak RSS")
 	fmt.Fprintf(w, "  %-30s %12s %12s %9.1f MiB\n", "deployhook validate", ms(dWall), ms(dCPU), mib(dRSS))
 	fmt.Fprintf(w, "  %-30s %12s %12s %9.1f MiB\n", "NATS conf.ParseFile", ms(nWall), ms(nCPU), mib(nRSS))
