@@ -115,7 +115,9 @@ func (f *File) rangeOf(start, end int32) hcl.Range {
 
 // Node is a value of a file in compact form, with the key of its entry when
 // it is a map entry. The zero Node stands for "none" (see Ok). A Node is a
-// small handle: pass it by value.
+// small handle: pass it by value. Positions are computed on demand and their
+// line table cached in the File, so the nodes of one File are not safe for
+// use by several goroutines at once.
 type Node struct {
 	f   *File
 	i   int32
