@@ -129,6 +129,8 @@ type run struct {
 
 	statusOn   bool
 	statusStop func()
+
+	wait lockWait // step 2, for the "Waited ..." line
 }
 
 // Run performs the migration: steps 1 to 9 of DESIGN.md.
@@ -160,6 +162,9 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	r.lock = lock
+	if r.wait.busy {
+		o.Log.Infof("Waited %s for the lock held by %s", time.Since(r.wait.start), r.wait.who())
+	}
 	r.fence = Fence{LockKey: LockKey(o.Prefix), Session: lock.Session()}
 	work, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -197,6 +202,7 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 
 	// 4 to 8.
 	o.Log.Infof("Starting store2 -> store3 migration...")
+	r.clock = time.Now() // took counts from here, not from the lock wait
 	res, err := r.migrate(work)
 	if r.statusStop != nil {
 		r.statusStop()
@@ -272,6 +278,7 @@ func (r *run) attempt(ctx context.Context) (*Result, error) {
 	}
 
 	// 6, 7. Copy, several transactions in flight; record failures counted.
+	r.progress(0) // the progress bar's rate and ETA start here
 	read, err := r.copy(ctx, snap)
 	res.Migrated = r.stored.Load()
 	r.failMu.Lock()
@@ -339,6 +346,7 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 	}
 	var transientSince time.Time
 	holder := ""
+	r.wait.start = time.Now()
 	for {
 		wait := o.LockWait
 		if !deadline.IsZero() {
@@ -366,7 +374,7 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 				return nil, fmt.Errorf("take lock %q: %w", key, err)
 			}
 			o.Log.Warnf("take lock %q: %v (retrying)", key, err)
-			if err := sleep(ctx, o.Retry.Min); err != nil {
+			if err := sleep(ctx, jitter(o.Retry.Min)); err != nil {
 				return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
 			}
 		default:
@@ -384,6 +392,10 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 func (r *run) reapDeadHolder(ctx context.Context) string {
 	o := r.o
 	st, err := ReadState(ctx, r.m.KV, o.Prefix)
+	r.wait.busy = true
+	if err == nil {
+		r.wait.saw(st)
+	}
 	if err != nil || st.Status == nil || st.LockSession == "" {
 		return ""
 	}
@@ -411,9 +423,12 @@ func (r *run) wipe(ctx context.Context) error {
 		return err
 	}
 	var keys []string
+	var left WipeReport
 	if err := r.retry(ctx, "list store3 keys", func() error {
 		var err error
-		keys, err = r.m.KV.Keys(ctx, prefix, "/")
+		if keys, err = r.m.KV.Keys(ctx, prefix, "/"); err == nil {
+			left, err = leftovers(ctx, r.m.KV, prefix, keys, 0)
+		}
 		return err
 	}); err != nil {
 		return err
@@ -446,7 +461,13 @@ func (r *run) wipe(ctx context.Context) error {
 		ops = append(ops, op)
 		size += n
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	if left.Keys > 0 {
+		r.o.Log.Infof("Wiped %d keys under %q left by an earlier attempt", left.Keys, prefix)
+	}
+	return nil
 }
 
 // copy is steps 6 and 7: stream the snapshot into batches written by
@@ -659,8 +680,9 @@ func (r *run) retry(ctx context.Context, what string, fn func() error) error {
 		case time.Since(start) > b.GiveUp:
 			return fmt.Errorf("%s: gave up after %s: %w", what, b.GiveUp, err)
 		}
-		r.o.Log.Warnf("%s: %v (retrying in %s)", what, err, delay)
-		if err := sleep(ctx, delay); err != nil {
+		wait := jitter(delay)
+		r.o.Log.Warnf("%s: %v (retrying in %s)", what, err, wait)
+		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
 		delay = min(2*delay, b.Max)
@@ -686,6 +708,9 @@ type DryRunReport struct {
 	Limits           Limits
 	PermissionOK     bool
 	PermissionReason string
+	SessionOK        bool   // the token may create the lock's session
+	SessionReason    string // why not, or what was not checked
+	Wipe             WipeReport
 	Buckets          []BucketReport // in byte order
 	Records          int64
 	Failed           []FailedRecord // every one
@@ -720,6 +745,12 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 	}
 	rep.Limits = m.KV.Limits(ctx)
 	if rep.PermissionOK, rep.PermissionReason, err = probeWrite(ctx, m.KV, o.Prefix); err != nil {
+		return rep, err
+	}
+	if rep.SessionOK, rep.SessionReason, err = probeSession(ctx, m.Locker); err != nil {
+		return rep, err
+	}
+	if rep.Wipe, err = r.wipePreview(ctx); err != nil {
 		return rep, err
 	}
 
@@ -761,6 +792,8 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 		return rep, nil // a real run would stop at step 1
 	case !rep.PermissionOK:
 		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.PermissionReason)
+	case !rep.SessionOK:
+		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.SessionReason)
 	case len(rep.Failed) > 0:
 		f := rep.Failed[0]
 		return rep, fmt.Errorf("%w: %w: %d of %d records (first: bucket %q key %q: %s)",
