@@ -17,10 +17,16 @@ type DryRunReport struct {
 	Limits           Limits
 	PermissionOK     bool
 	PermissionReason string
-	Buckets          []BucketReport // in byte order
-	Records          int64
-	Failed           []FailedRecord // every one
-	Took             time.Duration
+	// Online is whether a real run would migrate online; FreezeOK whether
+	// the store2 role may then freeze the table, FreezeReason what to grant
+	// when it may not.
+	Online       bool
+	FreezeOK     bool
+	FreezeReason string
+	Buckets      []BucketReport // in byte order
+	Records      int64
+	Failed       []FailedRecord // every one
+	Took         time.Duration
 }
 
 // BucketReport counts one bucket's records.
@@ -31,12 +37,13 @@ type BucketReport struct {
 }
 
 // DryRun checks, without a lock and without writing, what a real run
-// would: steps 1 and 4, and every check of 5 to 8 that needs no write. Its error wraps
+// would: steps 1 and 4, and every check of 5 to 8 that needs no write,
+// and, online, whether store2 can be frozen. Its error wraps
 // ErrDryRunFailed when a real run would fail.
 func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 	o := m.Opts.withDefaults()
 	r := newRun(m, o)
-	rep := &DryRunReport{Prefix: o.Prefix}
+	rep := &DryRunReport{Prefix: o.Prefix, Online: !o.Offline}
 	if err := CheckPrefix(o.Prefix); err != nil {
 		return rep, err
 	}
@@ -52,6 +59,12 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 	rep.Limits = m.KV.Limits(ctx)
 	if rep.PermissionOK, rep.PermissionReason, err = probeWrite(ctx, m.KV, o.Prefix); err != nil {
 		return rep, err
+	}
+	if rep.Online {
+		if rep.FreezeReason, err = r.canFreeze(ctx); err != nil {
+			return rep, err
+		}
+		rep.FreezeOK = rep.FreezeReason == ""
 	}
 
 	snap, err := openSnapshot(ctx, m.Source, o.Retry, o.Log)
@@ -89,6 +102,8 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 		return rep, nil // a real run would stop at step 1
 	case !rep.PermissionOK:
 		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.PermissionReason)
+	case rep.Online && !rep.FreezeOK:
+		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrCannotFreeze, rep.FreezeReason)
 	case len(rep.Failed) > 0:
 		f := rep.Failed[0]
 		return rep, fmt.Errorf("%w: %w: %d of %d records (first: bucket %q key %q: %s)",

@@ -36,6 +36,20 @@ type Options struct {
 	// Attempts bounds the fresh snapshots taken when store2 fails
 	// transiently mid-stream (default 3).
 	Attempts int
+
+	// Offline skips catch-up and freeze: the components must be stopped,
+	// and a store2 that changed since the snapshot fails the migration
+	// (ErrStore2Changed). Online (the default) needs a Source that is a
+	// Freezer, and the privileges to freeze.
+	Offline bool
+	// CatchUpThreshold ends the catch-up before the freeze once a round
+	// changes at most that many records (the command's default: 100).
+	CatchUpThreshold int
+	// CatchUpRounds bounds the catch-up rounds before the freeze (the
+	// command's default: 10); 0 freezes right after the copy.
+	CatchUpRounds int
+	// AcceptStore2Revert drops the freeze of a migration that is done.
+	AcceptStore2Revert bool
 }
 
 // Migrator migrates one component.
@@ -49,12 +63,15 @@ type Migrator struct {
 // Result is the outcome of Run.
 type Result struct {
 	AlreadyDone   bool
-	Migrated      int64
+	Migrated      int64 // online: the frozen store2's count
 	Failed        int64
 	Took          time.Duration
 	Done          *Done          // the done key, written or found
 	FailedRecords []FailedRecord // at most MaxFailedRecords
 	Elsewhere     *Status        // the other host's failure, with ErrFailedElsewhere
+	Rounds        int            // catch-up rounds, the cutover's passes included
+	CaughtUp      int64          // records the catch-up rounds set or deleted
+	FrozenFor     time.Duration  // freeze to .done; 0 offline
 }
 
 type discard struct{}
@@ -131,6 +148,12 @@ type run struct {
 	counts counts
 	fails  failures
 	status *statusWriter
+	// The online migration: catch-up rounds run, the records they changed,
+	// and the freeze.
+	rounds   int
+	caughtUp int64
+	freeze   freezeState
+	times    phaseTimes
 }
 
 func newRun(m *Migrator, o Options) *run {
@@ -139,8 +162,9 @@ func newRun(m *Migrator, o Options) *run {
 	return r
 }
 
-// Run performs the migration: steps 1 to 9 of DESIGN.md.
-func (m *Migrator) Run(ctx context.Context) (*Result, error) {
+// Run performs the migration: steps 1 to 9 of DESIGN.md, online (catch-up
+// and cutover, "Online migration and cutover") unless Opts.Offline.
+func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 	o := m.Opts.withDefaults()
 	r := newRun(m, o)
 	if err := CheckPrefix(o.Prefix); err != nil {
@@ -152,6 +176,11 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	} else if present {
 		logAlreadyDone(o.Log, o.Prefix)
+		if o.AcceptStore2Revert {
+			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "--accept-store2-revert", o.Log); err != nil {
+				return nil, err
+			}
+		}
 		return &Result{AlreadyDone: true, Done: d}, nil
 	}
 
@@ -159,6 +188,18 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 	// is a write, and a cluster that never used store2 gets none.
 	if err := r.checkSource(ctx); err != nil {
 		return nil, err
+	}
+	// Online, a role that cannot freeze store2 is refused before anything
+	// is written, rather than after the copy.
+	if !o.Offline {
+		missing, err := r.canFreeze(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if missing != "" {
+			return nil, fmt.Errorf("%w: %s; or stop the components and migrate offline (--offline)", ErrCannotFreeze, missing)
+		}
+		r.freeze.fr = m.Source.(Freezer)
 	}
 
 	// 2. The lock; losing it cancels the work.
@@ -178,6 +219,7 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 	defer func() {
 		cancel(nil)
 		r.release(ctx, lock) // 9.
+		r.thaw(ctx, err)     // a freeze without .done
 	}()
 
 	// 3. Under the lock: done meanwhile, or failed elsewhere meanwhile.
@@ -195,10 +237,13 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 		o.Log.Errorf("%v", err)
 		return &Result{Elsewhere: st, FailedRecords: st.FailedRecords}, err
 	}
+	// A freeze without .done is an earlier migration's, killed during its
+	// cutover: under the lock, no one else can complete behind it.
+	r.releaseOrphanFreeze(work)
 
 	// 4 to 8.
 	logStarting(o.Log)
-	res, err := r.migrate(work)
+	res, err = r.migrate(work)
 	if err != nil {
 		err = r.cause(ctx, work, err)
 		res.Took = time.Since(r.clock)
@@ -210,77 +255,123 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// migrate runs steps 4 to 8, starting over from a new snapshot when store2
-// fails transiently mid-stream.
+// migrate runs steps 4 to 8: the snapshot copy, then, online, catch-up and
+// cutover, offline, verification and the check that store2 did not change;
+// then the done key.
 func (r *run) migrate(ctx context.Context) (*Result, error) {
-	for attempt := 1; ; attempt++ {
-		res, err := r.attempt(ctx)
-		var se *sourceError
-		if err == nil || !errors.As(err, &se) || !IsTransient(err) || attempt >= r.o.Attempts || ctx.Err() != nil {
-			return res, err
-		}
-		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
-		if err := sleep(ctx, r.o.Retry.Max); err != nil {
-			return res, err
-		}
-	}
-}
-
-// attempt is steps 4 to 8 on one snapshot.
-func (r *run) attempt(ctx context.Context) (*Result, error) {
 	o := r.o
 	res := &Result{}
-	r.counts.done.Store(0)
-	r.fails.reset()
-
-	// 4. One consistent snapshot of store2.
-	snap, err := openSnapshot(ctx, r.m.Source, o.Retry, o.Log)
-	if err != nil {
-		return res, err
-	}
-	defer closeSnapshot(ctx, snap, o.Log)
-	total, err := snap.Count(ctx)
-	if err != nil {
-		return res, &sourceError{fmt.Errorf("count store2 records: %w", err)}
-	}
-	r.counts.total.Store(total)
-	r.limits = r.m.KV.Limits(ctx)
-	if err := r.startStatus(ctx); err != nil {
-		return res, err
-	}
-
-	// 5. Wipe the leftovers of an earlier attempt.
-	if err := r.wipe(ctx); err != nil {
-		return res, err
-	}
-
-	// 6, 7. Copy, several transactions in flight; record failures counted.
-	read, err := r.copy(ctx, snap)
+	read, err := r.copyPhase(ctx)
 	res.Migrated = r.counts.done.Load()
 	res.Failed, res.FailedRecords = r.fails.get()
 	if err != nil {
 		return res, err
 	}
-	if err := r.fails.err(total); err != nil {
+
+	var final Tally
+	if o.Offline {
+		start := time.Now()
+		if err = r.verify(ctx, read); err == nil {
+			err = r.checkUnchanged(ctx, read)
+		}
+		r.times.verify = time.Since(start)
+		final = read
+	} else {
+		start := time.Now()
+		err = r.catchUp(ctx)
+		r.times.catchUp = time.Since(start)
+		if err == nil {
+			final, err = r.cutover(ctx)
+		}
+	}
+	res.Rounds, res.CaughtUp = r.rounds, r.caughtUp
+	res.Failed, res.FailedRecords = r.fails.get()
+	if err != nil {
 		return res, err
 	}
 
-	// 8. Verify count and digest, then write the done key.
-	if err := r.verify(ctx, read); err != nil {
-		return res, err
-	}
+	// 8. The done key, then the line operators wait for.
+	start := time.Now()
 	took := time.Since(r.clock)
 	done := &Done{
 		Component: o.Component, Host: o.Hostname, PID: o.PID,
 		Started: Time{r.start}, Finished: r.now(), Took: took.String(),
-		RecordsMigrated: read.Count, Digest: read.Digest.String(), ToolVersion: o.ToolVersion,
+		RecordsMigrated: final.Count, Digest: final.Digest.String(), ToolVersion: o.ToolVersion,
 	}
+	if !r.freeze.at.IsZero() {
+		res.FrozenFor = time.Since(r.freeze.at)
+		done.FrozenFor = res.FrozenFor.String()
+	}
+	r.freeze.doneTried = true
 	if err := r.writeDone(ctx, done); err != nil {
 		return res, err
 	}
-	res.Done, res.Took = done, took
-	logMigrated(o.Log, took, read.Count, res.Failed)
+	r.freeze.doneWritten = true
+	r.times.done = time.Since(start)
+	res.Done, res.Took, res.Migrated = done, took, final.Count
+	logMigrated(o.Log, took, final.Count, res.Failed)
+	if !o.Offline {
+		logFrozenFor(o.Log, res.FrozenFor)
+	}
+	logPhaseTimings(o.Log, r.times, res)
 	return res, nil
+}
+
+// copyPhase is steps 4 to 7, starting over from a new snapshot when store2
+// fails transiently mid-stream. It returns the tally of what was copied.
+func (r *run) copyPhase(ctx context.Context) (Tally, error) {
+	for attempt := 1; ; attempt++ {
+		read, err := r.copyAttempt(ctx)
+		var se *sourceError
+		if err == nil || !errors.As(err, &se) || !IsTransient(err) || attempt >= r.o.Attempts || ctx.Err() != nil {
+			return read, err
+		}
+		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
+		if err := sleep(ctx, r.o.Retry.Max); err != nil {
+			return read, err
+		}
+	}
+}
+
+// copyAttempt is steps 4 to 7 on one snapshot.
+func (r *run) copyAttempt(ctx context.Context) (Tally, error) {
+	o := r.o
+	r.counts.done.Store(0)
+	r.fails.reset()
+
+	// 4. One consistent snapshot of store2.
+	start := time.Now()
+	snap, err := openSnapshot(ctx, r.m.Source, o.Retry, o.Log)
+	if err != nil {
+		return Tally{}, err
+	}
+	defer closeSnapshot(ctx, snap, o.Log)
+	total, err := snap.Count(ctx)
+	if err != nil {
+		return Tally{}, &sourceError{fmt.Errorf("count store2 records: %w", err)}
+	}
+	r.counts.total.Store(total)
+	r.limits = r.m.KV.Limits(ctx)
+	if err := r.startStatus(ctx); err != nil {
+		return Tally{}, err
+	}
+	r.times.open = time.Since(start)
+
+	// 5. Wipe the leftovers of an earlier attempt.
+	start = time.Now()
+	if err := r.wipe(ctx); err != nil {
+		return Tally{}, err
+	}
+	r.times.wipe = time.Since(start)
+
+	// 6, 7. Copy, several transactions in flight; record failures counted.
+	start = time.Now()
+	read, err := r.copy(ctx, snap)
+	r.times.copy = time.Since(start)
+	if err != nil {
+		return read, err
+	}
+	return read, r.fails.err(total)
 }
 
 // verify is step 8's check: store3 holds what was read, and nothing else.
@@ -378,4 +469,24 @@ func logDryRunStart(log Logger) { log.Infof("Starting store2 -> store3 dry run..
 
 func logDryRun(log Logger, took time.Duration, checked int64, failed int) {
 	log.Infof("Dry run store2 -> store3 (took: %s, records checked: %d, records failed: %d)", took, checked, failed)
+}
+
+func logCatchUpRound(log Logger, round int, c *reconciled) {
+	log.Infof("Catch-up round %d: %d records changed in store2 (%d set, %d deleted)", round, c.changes(), c.set, c.deleted)
+}
+
+func logFrozen(log Logger, table string) {
+	log.Infof("store2 frozen for writes (trigger %s on %s)", FreezeName, table)
+}
+
+func logUnfrozen(log Logger, why string) { log.Warnf("store2 unfrozen: %s", why) }
+
+func logFrozenFor(log Logger, d time.Duration) {
+	log.Infof("store2 was frozen for %s (freeze to .done); it stays frozen: its components now use store3", d)
+}
+
+// logPhaseTimings is the line the benchmark parses.
+func logPhaseTimings(log Logger, t phaseTimes, res *Result) {
+	log.Infof("Phase timings: open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s)",
+		t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor)
 }
