@@ -31,26 +31,20 @@ var maxDiffKeys int64 = 1 << 18
 // deletes for keys store2 no longer has. Before .done the prefix belongs to
 // the migration alone: store2 wins. Records that cannot be stored are
 // record failures (ErrRecordFailures), found before anything is written.
-func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconciled, error) {
-	res := &reconciled{}
+func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *reconciled, err error) {
+	res = &reconciled{}
 	prefix := r.o.Prefix
 	b := r.newBatcher()
 
-	srcChunks := map[string]*Tally{}
-	err := snap.Scan(ctx, func(rec *Record) error {
+	srcChunks := chunkTallies{}
+	err = snap.Scan(ctx, func(rec *Record) error {
 		key, reason := r.check(rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
 		rel := key[len(prefix):]
-		c := chunkID(rel)
-		t := srcChunks[c]
-		if t == nil {
-			t = &Tally{}
-			srcChunks[c] = t
-		}
-		t.Add(rel, rec.Version, rec.Data)
+		srcChunks.add(rel, rec.Version, rec.Data)
 		return nil
 	})
 	if err != nil {
@@ -63,7 +57,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		return res, r.fails.err(res.source.Count + n)
 	}
 
-	var storeChunks map[string]*Tally
+	var storeChunks chunkTallies
 	err = r.retry(ctx, "list store3", func() error {
 		res.foreign, res.foreignKeys = 0, nil
 		var err error
@@ -76,6 +70,15 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 	})
 	if err != nil {
 		return res, err
+	}
+	// store3 holds what this migration wrote, or someone else writes
+	// there: a migration that repaired that silently would hide a writer
+	// that ignores the lock.
+	if r.written != nil {
+		if c := r.written.firstDiffer(storeChunks); c != "" {
+			return res, fmt.Errorf("%w: store3 changed behind the migration's back: chunk %q under %q does not hold what the migration wrote there",
+				ErrMismatch, c, prefix)
+		}
 	}
 	var differ []string
 	for c, t := range storeChunks {
@@ -93,6 +96,11 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		return res, nil
 	}
 	slices.Sort(differ)
+	if apply {
+		// Unknown until every change is written: a round that fails half
+		// way leaves store3 between two states.
+		r.written = nil
+	}
 
 	var w *writers
 	send := func(*Batch) error { return nil }
@@ -110,6 +118,11 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		differ = differ[n:]
 	}
 	if apply {
+		defer func() {
+			if err == nil {
+				r.written = srcChunks
+			}
+		}()
 		var se *sourceError
 		if errors.As(err, &se) {
 			err = w.wait(se.err)

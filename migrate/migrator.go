@@ -152,6 +152,7 @@ type run struct {
 	// and the freeze.
 	rounds   int
 	caughtUp int64
+	written  chunkTallies // what store3 holds, chunk by chunk; nil: unknown
 	freeze   freezeState
 	times    phaseTimes
 }

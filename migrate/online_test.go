@@ -491,3 +491,35 @@ func TestStatusShowsPhases(t *testing.T) {
 		t.Fatalf("phases %q, want %q", phases, want)
 	}
 }
+
+// A key of store3 corrupted behind the copy's back fails the migration,
+// online as offline: the catch-up must not repair it silently, as if store2
+// had changed.
+func TestCorruptionBehindTheCopyFails(t *testing.T) {
+	for _, offline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offline=%t", offline), func(t *testing.T) {
+			e := onlineEnv(t, 300)
+			e.m.Opts.Offline = offline
+			first, _ := migrate.StoreKey(prefix, "jobs", "job::/sandbox/admin::web000")
+			batches := 0
+			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+				if len(ops) > 10 {
+					if batches++; batches == 3 {
+						e.kv.Put(first, []byte("tampered"), 1)
+					}
+				}
+				return nil
+			}
+			_, err := e.m.Run(context.Background())
+			if !errors.Is(err, migrate.ErrMismatch) {
+				t.Fatalf("error %v, want ErrMismatch", err)
+			}
+			if st, _ := migrate.ReadState(context.Background(), e.kv, prefix); st.Done != nil {
+				t.Fatal(".done written")
+			}
+			if _, frozen, _ := e.src.Frozen(context.Background()); frozen {
+				t.Fatal("store2 left frozen")
+			}
+		})
+	}
+}
