@@ -16,6 +16,9 @@ type reconciled struct {
 	set, deleted int64
 	foreign      int      // keys under the prefix no record can produce
 	foreignKeys  []string // at most maxForeign of them
+	// skipped: the snapshot's marker says store2 did not change since the
+	// snapshot store3 equals; nothing was compared.
+	skipped bool
 }
 
 func (c *reconciled) changes() int64 { return c.set + c.deleted }
@@ -31,10 +34,21 @@ var maxDiffKeys int64 = 1 << 18
 // deletes for keys store2 no longer has. Before .done the prefix belongs to
 // the migration alone: store2 wins. Records that cannot be stored are
 // record failures (ErrRecordFailures), found before anything is written.
-func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *reconciled, err error) {
+// When mayskip and the snapshot's marker equals the one store3 was made
+// equal to, store2 did not change: nothing is compared.
+func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool) (res *reconciled, err error) {
 	res = &reconciled{}
 	prefix := r.o.Prefix
 	b := r.newBatcher()
+	marker := r.marker(ctx, snap)
+	if mayskip && marker != "" && marker == r.writtenMarker && r.written != nil {
+		res.skipped = true
+		for _, t := range r.written {
+			res.source.Merge(*t)
+		}
+		res.store = res.source
+		return res, nil
+	}
 
 	srcChunks := chunkTallies{}
 	err = snap.Scan(ctx, func(rec *Record) error {
@@ -93,13 +107,14 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		}
 	}
 	if len(differ) == 0 {
+		r.written, r.writtenMarker = srcChunks, marker // store3 equals this snapshot
 		return res, nil
 	}
 	slices.Sort(differ)
 	if apply {
 		// Unknown until every change is written: a round that fails half
 		// way leaves store3 between two states.
-		r.written = nil
+		r.written, r.writtenMarker = nil, ""
 	}
 
 	var w *writers
@@ -120,7 +135,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 	if apply {
 		defer func() {
 			if err == nil {
-				r.written = srcChunks
+				r.written, r.writtenMarker = srcChunks, marker
 			}
 		}()
 		var se *sourceError
@@ -211,14 +226,14 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 // catchUpRound is one round of catch-up: a new snapshot, reconciled with
 // store3. A transient store2 failure takes another snapshot: a round can be
 // repeated, it only ever makes store3 equal a snapshot.
-func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
+func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, error) {
 	r.rounds++
 	for attempt := 1; ; attempt++ {
 		snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
 		if err != nil {
 			return nil, err
 		}
-		res, err := r.reconcile(ctx, snap, true)
+		res, err := r.reconcile(ctx, snap, true, mayskip)
 		closeSnapshot(ctx, snap, r.o.Log)
 		var se *sourceError
 		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
@@ -232,6 +247,9 @@ func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
 			return nil, err
 		}
 		r.caughtUp += res.changes()
+		if res.skipped {
+			r.o.Log.Infof("store2 did not change since the last snapshot: catch-up round %d compares nothing", r.rounds)
+		}
 		logCatchUpRound(r.o.Log, r.rounds, res)
 		return res, nil
 	}
@@ -243,7 +261,7 @@ func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
 func (r *run) catchUp(ctx context.Context) error {
 	r.status.setPhase(ctx, PhaseCatchingUp, 0, 0, r.now())
 	for range r.o.CatchUpRounds {
-		res, err := r.catchUpRound(ctx)
+		res, err := r.catchUpRound(ctx, true)
 		if err != nil {
 			return err
 		}
@@ -265,7 +283,7 @@ func (r *run) checkUnchanged(ctx context.Context, copied Tally) error {
 		return err
 	}
 	defer closeSnapshot(ctx, snap, r.o.Log)
-	res, err := r.reconcile(ctx, snap, false)
+	res, err := r.reconcile(ctx, snap, false, true)
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,8 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
 	written := chunkTallies{}
-	r.written = nil
+	r.written, r.writtenMarker = nil, ""
+	marker := r.marker(ctx, snap)
 	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
 		key, reason := r.check(rec, b)
 		if reason != "" {
@@ -81,7 +82,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	}
 	err := w.wait(scanErr)
 	if err == nil {
-		r.written = written
+		r.written, r.writtenMarker = written, marker
 	}
 	return read, err
 }

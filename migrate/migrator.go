@@ -153,6 +153,9 @@ type run struct {
 	rounds   int
 	caughtUp int64
 	written  chunkTallies // what store3 holds, chunk by chunk; nil: unknown
+	// writtenMarker is the marker of the snapshot store3 equals, "" when
+	// unknown.
+	writtenMarker string
 	freeze   freezeState
 	times    phaseTimes
 }

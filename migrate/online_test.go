@@ -523,3 +523,34 @@ func TestCorruptionBehindTheCopyFails(t *testing.T) {
 		})
 	}
 }
+
+// An idle store2 is not compared again after the copy: the snapshot's
+// marker says it did not change. The cutover's pass, the verification, is
+// never skipped.
+func TestCatchUpSkipsUnchangedStore2(t *testing.T) {
+	for _, noMarker := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no marker=%t", noMarker), func(t *testing.T) {
+			e := onlineEnv(t, 100)
+			e.src.NoMarker = noMarker
+			scans := map[int]bool{}
+			var mu sync.Mutex
+			e.src.ScanErr = func(n, i int) error {
+				mu.Lock()
+				scans[n] = true
+				mu.Unlock()
+				return nil
+			}
+			res, err := e.m.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDoneMatches(t, e)
+			skipped := lineIndex(e.log, "store2 did not change since the last snapshot: catch-up round 1 compares nothing") >= 0
+			// Snapshots: 1 the never-used check, 2 the copy, 3 round 1, 4
+			// the cutover's pass.
+			if skipped == noMarker || scans[3] == !noMarker || !scans[4] || res.Rounds != 2 {
+				t.Fatalf("round 1 skipped %t, scanned %v, %d rounds: %v", skipped, scans, res.Rounds, e.log.lines)
+			}
+		})
+	}
+}

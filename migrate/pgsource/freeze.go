@@ -227,3 +227,18 @@ func ident(s string) string {
 func quoteLiteral(s string) string {
 	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
+
+var _ migrate.SnapshotMarker = (*snapshot)(nil)
+
+// Marker implements migrate.SnapshotMarker: the transaction's snapshot
+// (xmin:xmax:in-progress xids). Two equal ones saw no transaction commit
+// between them, anywhere on the server: store2 did not change. Writes to
+// other tables or databases make them differ, which only costs a full
+// comparison.
+func (sn *snapshot) Marker(ctx context.Context) (string, error) {
+	var m string
+	if err := sn.tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&m); err != nil {
+		return "", sn.s.wrap(ctx, "read the snapshot of "+sn.s.String(), err)
+	}
+	return m, nil
+}
