@@ -156,8 +156,8 @@ type run struct {
 	// writtenMarker is the marker of the snapshot store3 equals, "" when
 	// unknown.
 	writtenMarker string
-	freeze   freezeState
-	times    phaseTimes
+	freeze        freezeState
+	times         phaseTimes
 }
 
 func newRun(m *Migrator, o Options) *run {
