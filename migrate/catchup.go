@@ -52,7 +52,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 
 	srcChunks := chunkTallies{}
 	err = snap.Scan(ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
@@ -175,7 +175,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 	for _, c := range chunks {
 		in[c] = true
 		err := r.retry(ctx, fmt.Sprintf("list %q", prefix+c), func() error {
-			return scanPairs(ctx, r.m.KV, prefix+c, func(p *Pair) error {
+			return r.m.KV.Scan(ctx, prefix+c, func(p *Pair) error {
 				if _, _, err := ParseStoreKey(prefix, p.Key); err == nil {
 					held[p.Key[len(prefix):]] = heldKey{int64(p.Flags), sha256.Sum256(p.Value)}
 				}
@@ -187,7 +187,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 		}
 	}
 	err := snap.Scan(ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			return nil // counted on the first pass
 		}

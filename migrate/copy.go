@@ -67,7 +67,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	r.written, r.writtenMarker = nil, ""
 	marker := r.marker(ctx, snap)
 	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
@@ -117,22 +117,6 @@ func (c chunkTallies) firstDiffer(o chunkTallies) string {
 }
 
 func (r *run) newBatcher() *Batcher { return NewBatcher(r.limits, r.fence, r.o.InFlight+1) }
-
-// check returns the store key of a record, or why it cannot be stored
-// behind b's fence: the one place the record checks live.
-func (r *run) check(rec *Record, b *Batcher) (key, reason string) {
-	if rec.Bucket == "migration" {
-		return "", `bucket "migration" is reserved for the migration's own keys`
-	}
-	key, err := StoreKey(r.o.Prefix, rec.Bucket, rec.Key)
-	if err != nil {
-		return "", "cannot escape: " + err.Error()
-	}
-	if maxLen := b.MaxData(key, uint64(rec.Version)); len(rec.Data) > maxLen {
-		return "", sizeFailure(r.limits, len(rec.Data), maxLen)
-	}
-	return key, ""
-}
 
 // writers is a pool of InFlight workers writing batches behind the fence.
 // The first failure cancels ctx; wait returns it.
