@@ -155,7 +155,7 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 	} else if present {
 		logAlreadyDone(o.Log, o.Prefix)
 		if o.AcceptStore2Revert {
-			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "--accept-store2-revert", o.Log); err != nil {
+			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "deployhook migrate", o.Log); err != nil {
 				return nil, err
 			}
 		}

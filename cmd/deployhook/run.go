@@ -88,7 +88,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 				"set db.kind = store3, or pass --accept-store2-revert if losing those changes is intended", doneKey)
 		case done:
 			log.Warnf("%s: going back to store2 although store3 was migrated (--accept-store2-revert): changes made in store3 since are not in store2", comp.Name)
-			unfreezeStore2(ctx, log, comp, true, "--accept-store2-revert: "+comp.Name+" goes back to store2")
+			unfreezeStore2(ctx, log, comp, true, comp.Name+" goes back to store2")
 		default:
 			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done, and "+comp.Name+" uses store2")
 		}
