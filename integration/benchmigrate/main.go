@@ -53,6 +53,7 @@ var (
 	flagKeep     = flag.Bool("keep", false, "keep the servers' directory (printed) after the run")
 	flagInFlight = flag.Int("profile-inflight", 0, "Options.InFlight of the -cpuprofile run (0: the migrator's default, as the binary)")
 	flagCompare  = flag.Int("compare-inflight", 0, "after the runs, alternate `N` times: ceiling with 6 and 8 in flight, in-process migrations with InFlight 6 and 8, and print the phases")
+	flagBaseline = flag.String("baseline", "", "another deployhook `binary` (say, built from main) migrated right after bin/deployhook in every run, for an A/B comparison on the same server")
 	flagProfile  = flag.String("cpuprofile", "", "after the runs, migrate once more in this process (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
 )
 
@@ -103,6 +104,7 @@ type sample struct {
 	migTook      []float64 // records/s, the migrator's own "took"
 	rssKiB       []int64
 	cpu          []time.Duration // user+sys of the migrate process
+	baseWall     []float64       // records/s of -baseline, process start to exit
 }
 
 func bench() error {
@@ -205,6 +207,17 @@ func bench() error {
 		s.cpu = append(s.cpu, m.cpu)
 		if err := wipe(cl, prefix); err != nil {
 			return err
+		}
+		if *flagBaseline != "" {
+			b, err := runMigrate(*flagBaseline, conf, pg, n)
+			if err != nil {
+				return err
+			}
+			logf("run %d: baseline migrate: %v wall (%.0f records/s), peak RSS %.1f MiB", run, b.wall.Round(time.Millisecond), float64(n)/b.wall.Seconds(), float64(b.rss)/1024)
+			s.baseWall = append(s.baseWall, float64(n)/b.wall.Seconds())
+			if err := wipe(cl, prefix); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -317,6 +330,8 @@ type migrateRun struct {
 	rss             int64 // KiB
 }
 
+var phaseRE = regexp.MustCompile(`Phase timings: [^\n]*`)
+
 var migratedRE = regexp.MustCompile(`Migrated store2 -> store3 \(took: ([^,]+), records migrated: (\d+), records failed: 0\)`)
 
 // runMigrate runs the real binary and measures it.
@@ -338,6 +353,9 @@ func runMigrate(bin, conf string, pg *harness.Postgres, n int) (migrateRun, erro
 	took, err := time.ParseDuration(m[1])
 	if err != nil {
 		return migrateRun{}, err
+	}
+	if ph := phaseRE.FindString(stderr.String()); ph != "" {
+		logf("%s: %s", filepath.Base(bin), ph)
 	}
 	return migrateRun{wall: wall, took: took, rss: peak, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
 }
@@ -429,6 +447,16 @@ func report(s sample, n, k int, importRate, freelist float64) {
 		paired[i] = s.migWall[i] / max(s.ceil1[i], s.ceil8[i])
 	}
 	fmt.Printf("| the same, median of the per-run ratios | %.2f | ≥ 0.8 |\n", median(paired))
+	if len(s.baseWall) > 0 {
+		base := make([]float64, len(s.baseWall))
+		ab := make([]float64, len(s.baseWall))
+		for i := range base {
+			base[i] = s.baseWall[i] / max(s.ceil1[i], s.ceil8[i])
+			ab[i] = s.migWall[i] / s.baseWall[i]
+		}
+		fmt.Printf("| -baseline / ceiling, median of the per-run ratios | %.2f | |\n", median(base))
+		fmt.Printf("| migrate / -baseline, median of the per-run ratios | %.2f | |\n", median(ab))
+	}
 	fmt.Printf("| migrate / `consul kv import` | %.1f× | ≈ 24× |\n", mig/importRate)
 	verdict := "ok"
 	if median(rss) >= float64(*flagRSSLimit) {
