@@ -61,6 +61,25 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 		return res, nil
 	}
 
+	// store3 is listed while store2 is read: one is the Consul server's
+	// work, the other PostgreSQL's and this process's.
+	var storeChunks chunkTallies
+	var listErr error
+	listCtx, cancelList := context.WithCancel(ctx)
+	listed := make(chan struct{})
+	go func() {
+		defer close(listed)
+		listErr = r.retry(listCtx, "list store3", func() error {
+			res.foreign, res.foreignKeys = 0, nil
+			var err error
+			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, func(f foreignKey) {
+				if len(res.foreignKeys) < maxForeign {
+					res.foreignKeys = append(res.foreignKeys, f.key)
+				}
+			})
+			return err
+		})
+	}()
 	srcChunks := chunkTallies{}
 	err = snap.Scan(ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
@@ -73,6 +92,11 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 		return nil
 	})
 	if err != nil {
+		cancelList()
+	}
+	<-listed
+	cancelList()
+	if err != nil {
 		return res, readError(err)
 	}
 	for _, t := range srcChunks {
@@ -81,20 +105,8 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 	if n, _ := r.fails.get(); n > 0 {
 		return res, r.fails.err(res.source.Count + n)
 	}
-
-	var storeChunks chunkTallies
-	err = r.retry(ctx, "list store3", func() error {
-		res.foreign, res.foreignKeys = 0, nil
-		var err error
-		storeChunks, res.foreign, err = scanStore(ctx, r.m.KV, prefix, func(f foreignKey) {
-			if len(res.foreignKeys) < maxForeign {
-				res.foreignKeys = append(res.foreignKeys, f.key)
-			}
-		})
-		return err
-	})
-	if err != nil {
-		return res, err
+	if listErr != nil {
+		return res, listErr
 	}
 	// store3 holds what this migration wrote, or someone else writes
 	// there: a migration that repaired that silently would hide a writer
