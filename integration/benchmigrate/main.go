@@ -194,6 +194,13 @@ func bench() error {
 				return err
 			}
 		}
+		// The baseline goes first on even runs: each binary follows the
+		// other's wipe as often.
+		if run%2 == 0 {
+			if err := runBaseline(run, conf, pg, cl, n, &s); err != nil {
+				return err
+			}
+		}
 		m, err := runMigrate(bin, conf, pg, n)
 		if err != nil {
 			return err
@@ -208,14 +215,8 @@ func bench() error {
 		if err := wipe(cl, prefix); err != nil {
 			return err
 		}
-		if *flagBaseline != "" {
-			b, err := runMigrate(*flagBaseline, conf, pg, n)
-			if err != nil {
-				return err
-			}
-			logf("run %d: baseline migrate: %v wall (%.0f records/s), peak RSS %.1f MiB", run, b.wall.Round(time.Millisecond), float64(n)/b.wall.Seconds(), float64(b.rss)/1024)
-			s.baseWall = append(s.baseWall, float64(n)/b.wall.Seconds())
-			if err := wipe(cl, prefix); err != nil {
+		if run%2 == 1 {
+			if err := runBaseline(run, conf, pg, cl, n, &s); err != nil {
 				return err
 			}
 		}
@@ -317,6 +318,20 @@ func ceiling(ctx context.Context, cl *api.Client, n, inflight int) (float64, err
 		return 0, firstErr
 	}
 	return float64(n) / took.Seconds(), nil
+}
+
+// runBaseline migrates with -baseline, when set, and wipes store3.
+func runBaseline(run int, conf string, pg *harness.Postgres, cl *api.Client, n int, s *sample) error {
+	if *flagBaseline == "" {
+		return nil
+	}
+	b, err := runMigrate(*flagBaseline, conf, pg, n)
+	if err != nil {
+		return err
+	}
+	logf("run %d: baseline migrate: %v wall (%.0f records/s), peak RSS %.1f MiB", run, b.wall.Round(time.Millisecond), float64(n)/b.wall.Seconds(), float64(b.rss)/1024)
+	s.baseWall = append(s.baseWall, float64(n)/b.wall.Seconds())
+	return wipe(cl, prefix)
 }
 
 // wipe deletes everything under p.
