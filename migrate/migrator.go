@@ -108,25 +108,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// CheckPrefix refuses a prefix that could wipe foreign data: empty, "/",
-// not ending in "/", starting with "/", with an empty, "." or ".."
-// segment, or with fewer than two segments.
-func CheckPrefix(prefix string) error {
-	trimmed, ok := strings.CutSuffix(prefix, "/")
-	segs := strings.Split(trimmed, "/")
-	switch {
-	case !ok || trimmed == "":
-		return fmt.Errorf("%w %q: it must end in \"/\" and name at least two segments", ErrDangerousPrefix, prefix)
-	case len(segs) < 2:
-		return fmt.Errorf("%w %q: fewer than two segments", ErrDangerousPrefix, prefix)
-	}
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return fmt.Errorf("%w %q: empty, \".\" or \"..\" segment", ErrDangerousPrefix, prefix)
-		}
-	}
-	return nil
-}
+// CheckPrefix lives in rules.go with the other rules of the store contract.
 
 // run is one invocation of Run.
 type run struct {
@@ -505,10 +487,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	}
 	var read Tally
 	scanErr := snap.Scan(ctx, func(rec *Record) error {
-		key, maxLen, reason := r.check(rec, b)
-		if reason == "" && len(rec.Data) > maxLen {
-			reason = sizeFailure(r.limits, len(rec.Data), maxLen)
-		}
+		key, reason := CheckRecord(o.Prefix, rec, b)
 		if reason != "" {
 			r.recordFailure(rec, reason)
 			return nil
@@ -535,19 +514,6 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 		return read, &sourceError{fmt.Errorf("read store2: %w", scanErr)}
 	}
 	return read, nil
-}
-
-// check returns the store key of a record and the largest data it may
-// carry, or why it cannot be stored.
-func (r *run) check(rec *Record, b *Batcher) (key string, maxLen int, reason string) {
-	if rec.Bucket == "migration" {
-		return "", 0, `bucket "migration" is reserved for the migration's own keys`
-	}
-	key, err := StoreKey(r.o.Prefix, rec.Bucket, rec.Key)
-	if err != nil {
-		return "", 0, "cannot escape: " + err.Error()
-	}
-	return key, b.MaxData(key, uint64(rec.Version)), ""
 }
 
 func (r *run) recordFailure(rec *Record, reason string) {
@@ -766,8 +732,7 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 		return rep, err
 	}
 	defer snap.Close(context.WithoutCancel(ctx))
-	// A real run's fence: the lock key and a session id's length.
-	b := NewBatcher(rep.Limits, Fence{LockKey: LockKey(o.Prefix), Session: strings.Repeat("0", sessionLen)}, 0)
+	b := SizingBatcher(rep.Limits, o.Prefix)
 	r.limits = rep.Limits
 	err = r.retry(ctx, "read store2", func() error {
 		rep.Buckets, rep.Records, rep.Failed = nil, 0, nil
@@ -779,11 +744,7 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 			br := &rep.Buckets[len(rep.Buckets)-1]
 			br.Records++
 			br.Bytes += int64(len(rec.Data))
-			_, maxLen, reason := r.check(rec, b)
-			if reason == "" && len(rec.Data) > maxLen {
-				reason = sizeFailure(rep.Limits, len(rec.Data), maxLen)
-			}
-			if reason != "" {
+			if _, reason := CheckRecord(o.Prefix, rec, b); reason != "" {
 				o.Log.Errorf("Record failure: bucket %q, key %q: %s", rec.Bucket, rec.Key, reason)
 				rep.Failed = append(rep.Failed, FailedRecord{Bucket: rec.Bucket, Key: rec.Key, Reason: reason})
 			}
@@ -821,9 +782,8 @@ func probeWrite(ctx context.Context, kv KV, prefix string) (ok bool, reason stri
 	if err == nil {
 		return true, fmt.Sprintf("probe %q was not rolled back: delete it", key), nil
 	}
-	msg := err.Error()
-	if l := strings.ToLower(msg); strings.Contains(l, "permission denied") || strings.Contains(l, "acl not found") || strings.Contains(l, "403") {
-		return false, fmt.Sprintf("write under %q refused: %s", prefix, msg), nil
+	if errors.Is(err, ErrPermissionDenied) {
+		return false, fmt.Sprintf("write under %q refused: %v", prefix, err), nil
 	}
 	var te *TxnError
 	if errors.As(err, &te) {

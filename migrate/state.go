@@ -18,17 +18,17 @@ const (
 // MaxFailedRecords is how many failed records .status lists.
 const MaxFailedRecords = 100
 
-// The keys under <prefix>migration/.
-func migrationDir(prefix string) string { return prefix + "migration/" }
+// The keys under <prefix>migration/, the reserved bucket's directory.
+func migrationDir(prefix string) string { return prefix + ReservedBucket + "/" }
 
 // LockKey is the key of the migration lock.
-func LockKey(prefix string) string { return prefix + "migration/.lock" }
+func LockKey(prefix string) string { return migrationDir(prefix) + ".lock" }
 
 // StatusKey is the key of .status.
-func StatusKey(prefix string) string { return prefix + "migration/.status" }
+func StatusKey(prefix string) string { return migrationDir(prefix) + ".status" }
 
 // DoneKey is the key of .done.
-func DoneKey(prefix string) string { return prefix + "migration/.done" }
+func DoneKey(prefix string) string { return migrationDir(prefix) + ".done" }
 
 // Time is a time in .status and .done: RFC 3339 with nanoseconds in UTC,
 // "" when zero.

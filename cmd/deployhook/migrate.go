@@ -55,7 +55,7 @@ func runMigrate(c *cli.Context) error {
 		return exitf(exitUsage, "migrate takes exactly one -f component conf, got %d", len(comps))
 	}
 	comp := comps[0]
-	if comp.Kind != "store3" || !comp.Migrate {
+	if !migrate.Migrates(comp.Kind, comp.Migrate) {
 		return exitf(exitInvalid, "%s: %s is on %s with migrate_store2_to_store3 = %t: nothing to migrate; set db.kind = store3 and db.migrate_store2_to_store3 = true (or pass -db.kind store3 -db.migrate_store2_to_store3)",
 			comp.File, comp.Name, comp.Kind, comp.Migrate)
 	}

@@ -74,7 +74,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	ctx := c.Context
 	doneKey := migrate.DoneKey(comp.Consul.Prefix)
 	switch {
-	case comp.Kind == "store2":
+	case comp.Kind == migrate.KindStore2:
 		done, err := doneExists(ctx, comp)
 		switch {
 		case err != nil:

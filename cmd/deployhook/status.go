@@ -34,7 +34,7 @@ Exit codes: 0 read, 1 store3 unreachable, 2 usage, 3 invalid conf.`,
 type componentState struct {
 	Component string          `json:"component"`
 	Prefix    string          `json:"prefix"`
-	State     string          `json:"state"` // not migrated, running, failed, done
+	State     string          `json:"state"` // migrate.State.Current: not migrated, running, failed, done
 	Lock      lockState       `json:"lock"`
 	Status    *migrate.Status `json:"status,omitempty"`
 	Done      *migrate.Done   `json:"done,omitempty"`
@@ -83,22 +83,10 @@ func readComponentState(c *cli.Context, comp *validate.Component) (componentStat
 	row := componentState{
 		Component: comp.Name,
 		Prefix:    comp.Consul.Prefix,
-		State:     "not migrated",
+		State:     st.Current(),
 		Lock:      lockState{Held: st.LockSession != "", Session: st.LockSession},
 		Status:    st.Status,
 		Done:      st.Done,
-	}
-	switch {
-	case st.Done != nil:
-		row.State = "done"
-	case st.Status != nil && st.Status.State == "running" && row.Lock.Held:
-		row.State = "running"
-	case st.Status != nil && st.Status.State == "running":
-		// A running status without a lock holder is a worker that died
-		// before it could say so.
-		row.State = "failed"
-	case st.Status != nil && st.Status.State == "failed":
-		row.State = "failed"
 	}
 	return row, nil
 }
@@ -121,7 +109,7 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			if s.Error != "" {
 				detail = s.Error
 			}
-			if r.State == "failed" && s.Error == "" {
+			if r.State == migrate.StateFailed && s.Error == "" {
 				detail = "the worker stopped without finishing (status " + s.State + ", lock free); run again"
 			}
 
