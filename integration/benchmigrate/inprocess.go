@@ -27,7 +27,7 @@ type phases struct {
 // `deployhook migrate` builds (InFlight aside, 0 is its default), under a
 // CPU profile when path is set: the binary cannot be profiled from outside
 // without changing it.
-func inProcess(ctx context.Context, pg *harness.Postgres, addr string, n, inflight int, path string) (phases, error) {
+func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.Client, n, inflight int, path string) (phases, error) {
 	var ph phases
 	src, err := pgsource.New(ctx, pgsource.Config{URL: pg.URL(database), Database: database, Table: table})
 	if err != nil {
@@ -71,7 +71,7 @@ func inProcess(ctx context.Context, pg *harness.Postgres, addr string, n, inflig
 		return ph, fmt.Errorf("in-process migrate: %d records migrated, want %d", res.Migrated, n)
 	}
 	ph = phases{before: first.Sub(start), copy: last.Sub(first), after: end.Sub(last), total: end.Sub(start)}
-	return ph, wipe(kv.Client(), prefix)
+	return ph, wipe(cl, prefix)
 }
 
 func (p phases) String() string {
@@ -95,7 +95,7 @@ func compareInFlight(ctx context.Context, pg *harness.Postgres, addr string, cl 
 				return err
 			}
 			rates[fmt.Sprintf("ceiling, %d in flight", inflight)] = append(rates[fmt.Sprintf("ceiling, %d in flight", inflight)], r)
-			ph, err := inProcess(ctx, pg, addr, n, inflight, "")
+			ph, err := inProcess(ctx, pg, addr, cl, n, inflight, "")
 			if err != nil {
 				return err
 			}

@@ -227,7 +227,7 @@ func bench() error {
 	}
 
 	if *flagProfile != "" {
-		ph, err := inProcess(ctx, pg, single.addr, n, *flagInFlight, *flagProfile)
+		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile)
 		if err != nil {
 			return err
 		}
