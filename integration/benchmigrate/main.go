@@ -54,6 +54,7 @@ var (
 	flagInFlight  = flag.Int("profile-inflight", 0, "Options.InFlight of the -cpuprofile run (0: the migrator's default, as the binary)")
 	flagCompare   = flag.Int("compare-inflight", 0, "after the runs, alternate `N` times on the single server: ceiling with 6 and 8 in flight, in-process migrations with InFlight 6 and 8, and print the phases")
 	flagProfile   = flag.String("cpuprofile", "", "after the runs, migrate once more in this process on the single server (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
+	flagBin       = flag.String("bin", "", "the deployhook binary to measure (default: bin/deployhook of this repository, which make bench-migrate builds)")
 	flagMigrateTO = flag.Duration("migrate-timeout", 10*time.Minute, "kill a `deployhook migrate` that runs longer than this")
 )
 
@@ -130,7 +131,10 @@ func bench() error {
 	if err != nil {
 		return err
 	}
-	bin := filepath.Join(root, "bin", "deployhook")
+	bin := *flagBin
+	if bin == "" {
+		bin = filepath.Join(root, "bin", "deployhook")
+	}
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("%s missing: run make build (make bench-migrate does)", bin)
 	}

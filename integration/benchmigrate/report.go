@@ -240,13 +240,14 @@ func (in reportInput) onlineTable(w io.Writer, t *topology) {
 	fmt.Fprintf(w, "| records caught up | %s |\n", num(pick(func(m *migrateRun, _ runSample) float64 { return float64(m.phases.caughtUp) })))
 	fmt.Fprintf(w, "| frozen window (freeze to `.done`) | %s s |\n", seconds(pick(func(m *migrateRun, _ runSample) float64 { return m.phases.frozenFor.Seconds() })))
 	fmt.Fprintf(w, "| `.done` frozen_for, as recorded | %s |\n", doneFrozen(t.runs))
-	fmt.Fprintf(w, "| writes applied during the run | %s (%s/s) |\n",
-		num(median(collect(t.runs, func(r runSample) (float64, bool) { return float64(r.writes.applied), r.writers != nil }))),
-		num(median(collect(t.runs, func(r runSample) (float64, bool) {
-			return float64(r.writes.applied) / r.writes.took.Seconds(), r.writers != nil
-		}))))
-	fmt.Fprintf(w, "| writes refused (store2 frozen) | %s |\n",
-		num(median(collect(t.runs, func(r runSample) (float64, bool) { return float64(r.writes.refused), r.writers != nil }))))
+	writes := func(f func(s writerStats) float64) string {
+		return num(median(collect(t.runs, func(r runSample) (float64, bool) { return f(r.writes), r.writers != nil })))
+	}
+	fmt.Fprintf(w, "| writes attempted during the run (rate) | %s (%s/s) |\n",
+		writes(func(s writerStats) float64 { return float64(s.applied + s.refused) }),
+		writes(func(s writerStats) float64 { return float64(s.applied+s.refused) / s.took.Seconds() }))
+	fmt.Fprintf(w, "| of which applied | %s |\n", writes(func(s writerStats) float64 { return float64(s.applied) }))
+	fmt.Fprintf(w, "| of which refused, store2 frozen (25006) | %s |\n", writes(func(s writerStats) float64 { return float64(s.refused) }))
 }
 
 func doneFrozen(runs []runSample) string {

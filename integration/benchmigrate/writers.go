@@ -45,8 +45,8 @@ type writerStats struct {
 }
 
 func (s writerStats) String() string {
-	return fmt.Sprintf("%d writes applied (%.0f/s over %v), %d refused because store2 was frozen",
-		s.applied, float64(s.applied)/s.took.Seconds(), s.took.Round(time.Millisecond), s.refused)
+	return fmt.Sprintf("%d writes in %v (%.0f/s): %d applied, %d refused because store2 was frozen",
+		s.applied+s.refused, s.took.Round(time.Millisecond), float64(s.applied+s.refused)/s.took.Seconds(), s.applied, s.refused)
 }
 
 func startWriters(ctx context.Context, pg *harness.Postgres, n, rate, conns int, tag string, vals [][]byte) (*writerSet, error) {
