@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/apcera/deployhook/integration/harness"
@@ -179,6 +180,7 @@ func bench() error {
 		logf("Consul %s: %s (fresh data directory, raft on disk)", t.name(), t.describe())
 	}
 	logf("PostgreSQL 127.0.0.1:%d", pg.Port)
+	loadStart := loadAvg()
 
 	t0 := time.Now()
 	if err := pg.CreateComponentDB(ctx, database, table); err != nil {
@@ -244,8 +246,21 @@ func bench() error {
 		}
 	}
 	report(os.Stdout, reportInput{n: n, runs: *flagRuns, topos: topos, caps: caps, online: online,
-		importSample: k, importRate: importRate})
+		importSample: k, importRate: importRate, load: fmt.Sprintf("%s at the start, %s at the end", loadStart, loadAvg())})
 	return nil
+}
+
+// loadAvg is the 1-minute load average: how shared the machine was.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
 
 func logf(format string, args ...any) {

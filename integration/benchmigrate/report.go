@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ type reportInput struct {
 	online       bool
 	importSample int
 	importRate   float64
+	load         string // the load average during the run
 }
 
 func median(xs []float64) float64 {
@@ -108,6 +110,9 @@ func report(w io.Writer, in reportInput) {
 	}
 	fmt.Fprintf(w, "\nbenchmigrate: %s records of %d bytes, median of %d runs; Consul 1.16.1, fresh data directories, raft on disk; `deployhook migrate` %s\n",
 		comma(float64(in.n)), *flagValue, in.runs, mode)
+	if in.load != "" {
+		fmt.Fprintf(w, "\n%d cores; 1-minute load average %s.\n", runtime.NumCPU(), in.load)
+	}
 	for _, t := range in.topos {
 		in.topology(w, t)
 	}
