@@ -44,11 +44,11 @@ var (
 	flagN         = flag.Int("records", 100_000, "records to seed into store2 and migrate")
 	flagRuns      = flag.Int("runs", 3, "repetitions of the ceiling and the migrations")
 	flagServers   = flag.Int("servers", 1, "Consul servers: 1, or 3 (a loopback cluster, measured beside the single server in the same run)")
-	flagOnline    = flag.Bool("online", true, "measure the online runs too (skipped with a message when the binary has no --offline flag)")
+	flagWritersOn = flag.Bool("writers", true, "measure the online run with writers at -write-rate (skipped with a message when the binary has no --offline flag; off by default with -million)")
 	flagRate      = flag.Int("write-rate", 200, "writes/s to store2 during the online run with writers (inserts, updates, deletes)")
 	flagWriters   = flag.Int("writer-conns", 2, "PostgreSQL connections the writers spread their writes over")
 	flagSample    = flag.Int("import-sample", 10_000, "records `consul kv import` writes on the single server (one PUT per key; about 800/s)")
-	flagMillion   = flag.Bool("million", false, "shorthand for -records 1000000 -runs 1 -import-sample 2000: the memory check (peak RSS < -rss-limit)")
+	flagMillion   = flag.Bool("million", false, "shorthand for -records 1000000 -runs 1 -import-sample 2000 -writers=false: the memory check (peak RSS < -rss-limit)")
 	flagRSSLimit  = flag.Int("rss-limit", 64, "peak RSS of deployhook migrate to check against, `MiB`")
 	flagValue     = flag.Int("value-size", 200, "bytes per record")
 	flagKeep      = flag.Bool("keep", false, "keep the servers' directory (printed) after the run")
@@ -79,6 +79,9 @@ func main() {
 		*flagN, *flagRuns = 1_000_000, 1
 		if !isSet("import-sample") {
 			*flagSample = 2000
+		}
+		if !isSet("writers") {
+			*flagWritersOn = false
 		}
 	}
 	if *flagServers != 1 && *flagServers != 3 {
@@ -210,12 +213,12 @@ func bench() error {
 		return err
 	}
 
-	online := *flagOnline && caps.online
+	online := *flagWritersOn && caps.online
 	switch {
-	case !*flagOnline:
-		logf("online runs: skipped (-online=false)")
+	case !*flagWritersOn:
+		logf("online run with writers: skipped (-writers=false)")
 	case !caps.online:
-		logf("online runs: skipped: this build of deployhook has no `migrate --offline` flag, so its migration is offline only")
+		logf("online run with writers: skipped: this build of deployhook has no `migrate --offline` flag, so its migration is offline only")
 	}
 	if !caps.online {
 		logf("`deployhook migrate` of this build is offline: measured once per run as both the offline and the default migration")

@@ -89,6 +89,14 @@ func ratioTarget(n int) (float64, string) {
 	}
 }
 
+// skipped says why the online run with writers was not measured.
+func (in reportInput) skipped() string {
+	if !in.caps.online {
+		return "online migration not in this build"
+	}
+	return "skipped (-writers=false)"
+}
+
 func (in reportInput) ratios(t *topology, pick func(runSample) *migrateRun) []float64 {
 	return collect(t.runs, func(r runSample) (float64, bool) {
 		m := pick(r)
@@ -152,7 +160,7 @@ func (in reportInput) topology(w io.Writer, t *topology) {
 	if in.online {
 		fmt.Fprintf(w, "| `deployhook migrate` (default), writers at %d writes/s | %s | wall clock; records of the frozen store2 |\n", *flagRate, comma(rate(writersRun)))
 	} else {
-		fmt.Fprintf(w, "| `deployhook migrate` (default), writers at %d writes/s | not measured | online migration not in this build |\n", *flagRate)
+		fmt.Fprintf(w, "| `deployhook migrate` (default), writers at %d writes/s | not measured | %s |\n", *flagRate, in.skipped())
 	}
 	if t.servers == 1 {
 		fmt.Fprintf(w, "| `consul kv import` (one PUT per key) | %s | sample of %s records |\n", comma(in.importRate), comma(float64(in.importSample)))
@@ -313,8 +321,8 @@ func (in reportInput) targets(w io.Writer, t *topology) {
 		frozenNote = fmt.Sprintf(" (set for %s records)", comma(targetN))
 	}
 	if !in.online {
-		fmt.Fprintf(w, "| frozen window, online run with writers | not measured | ≤ %v s%s | online migration not in this build |\n", targetFrozen.Seconds(), frozenNote)
-		fmt.Fprintf(w, "| online run with writers / offline run, total | not measured | ≤ %.1f | online migration not in this build |\n", targetOnlineFactor)
+		fmt.Fprintf(w, "| frozen window, online run with writers | not measured | ≤ %v s%s | %s |\n", targetFrozen.Seconds(), frozenNote, in.skipped())
+		fmt.Fprintf(w, "| online run with writers / offline run, total | not measured | ≤ %.1f | %s |\n", targetOnlineFactor, in.skipped())
 	} else {
 		frozen := median(collect(t.runs, func(r runSample) (float64, bool) {
 			if r.writers == nil || r.writers.phases == nil {
