@@ -130,7 +130,7 @@ func report(w io.Writer, in reportInput) {
 }
 
 func (in reportInput) topology(w io.Writer, t *topology) {
-	fmt.Fprintf(w, "\n### store3: %s\n\n", t.name())
+	fmt.Fprintf(w, "\n#### store3: %s\n\n", t.name())
 	if t.servers > 1 {
 		fmt.Fprintf(w, "Three servers on loopback, every commit needs a quorum; the ceiling and deployhook both talk to the leader.\n\n")
 	}
@@ -363,7 +363,7 @@ func rate(t *topology, pick func(runSample) *migrateRun) float64 {
 // compare prints the cluster's ratios beside the single server's: the
 // target is the same ratio.
 func (in reportInput) compare(w io.Writer, one, many *topology) {
-	fmt.Fprintf(w, "\n### %s against 1 server, the same run\n\n", many.name())
+	fmt.Fprintf(w, "\n#### %s against 1 server, the same run\n\n", many.name())
 	fmt.Fprintf(w, "| measure | %s | 1 server | target | |\n| --- | ---: | ---: | --- | --- |\n", many.name())
 	picks := []struct {
 		name string
