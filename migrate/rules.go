@@ -144,10 +144,6 @@ func SizingBatcher(l Limits, prefix string) *Batcher {
 	return NewBatcher(l, Fence{LockKey: LockKey(prefix), Session: strings.Repeat("0", sessionLen)}, 0)
 }
 
-// StateNotMigrated is the state of a component with neither .done nor
-// .status: no migration ever started.
-const StateNotMigrated = "not migrated"
-
 // Current says where the migration stands. StateDone when .done exists,
 // whatever .status says: its presence is what means migrated. Else
 // .status's failed or running, except that a running .status whose lock no

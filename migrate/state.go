@@ -8,11 +8,13 @@ import (
 	"time"
 )
 
-// The states of .status.
+// The states of .status, and StateNotMigrated, which State.Current
+// (rules.go) adds: neither .done nor .status, no migration ever started.
 const (
-	StateRunning = "running"
-	StateFailed  = "failed"
-	StateDone    = "done"
+	StateRunning     = "running"
+	StateFailed      = "failed"
+	StateDone        = "done"
+	StateNotMigrated = "not migrated"
 )
 
 // MaxFailedRecords is how many failed records .status lists.
@@ -70,6 +72,9 @@ type FailedRecord struct {
 // Status is the content of <prefix>migration/.status.
 type Status struct {
 	State         string         `json:"state"`
+	Phase         string         `json:"phase"` // PhaseCopying, PhaseCatchingUp, PhaseCutover, PhaseDone, PhaseFailed
+	Round         int            `json:"round"` // the last catch-up round that finished, 0 before the first
+	Delta         int64          `json:"delta"` // the records that round changed
 	Component     string         `json:"component"`
 	Host          string         `json:"host"`
 	PID           int            `json:"pid"`
@@ -107,6 +112,9 @@ type Done struct {
 	RecordsFailed   int64  `json:"records_failed"`
 	Digest          string `json:"digest"`
 	ToolVersion     string `json:"tool_version"`
+	// FrozenFor is how long store2 refused writes, freeze to .done (a Go
+	// duration); empty for an offline migration, which froze nothing.
+	FrozenFor string `json:"frozen_for,omitempty"`
 }
 
 // State is what store3 says about a component's migration.

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/apcera/deployhook/migrate"
-
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/hashicorp/hcl/v2"
 )
@@ -286,13 +285,11 @@ func withContextOf(d *hcl.Diagnostic, a, b *dconf.Entry) *hcl.Diagnostic {
 	return d
 }
 
-// storeKinds are the accepted kinds, and aliases are names people use for them.
-var (
-	kindAlias = map[string]string{
-		"postgres": migrate.KindStore2, "postgresql": migrate.KindStore2, "pg": migrate.KindStore2, "psql": migrate.KindStore2,
-		"consul": migrate.KindStore3, "kv": migrate.KindStore3, "consulkv": migrate.KindStore3, "kvstore": migrate.KindStore3,
-	}
-)
+// kindAlias maps names people use for the kinds to the kind, for hints.
+var kindAlias = map[string]string{
+	"postgres": migrate.KindStore2, "postgresql": migrate.KindStore2, "pg": migrate.KindStore2, "psql": migrate.KindStore2,
+	"consul": migrate.KindStore3, "kv": migrate.KindStore3, "consulkv": migrate.KindStore3, "kvstore": migrate.KindStore3,
+}
 
 // checkKind returns the kind an entry sets, or a diagnostic naming it as name.
 func checkKind(e *dconf.Entry, name string) (string, *hcl.Diagnostic) {

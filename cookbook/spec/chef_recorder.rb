@@ -123,22 +123,29 @@ module ChefRecorder
     end
   end
 
+  # Guards is not_if/only_if: a shell command string or a Ruby block.
+  module Guards
+    def guards
+      @guards ||= []
+    end
+
+    def not_if(cmd = nil, &blk)
+      guards << [:not_if, cmd || blk]
+    end
+
+    def only_if(cmd = nil, &blk)
+      guards << [:only_if, cmd || blk]
+    end
+  end
+
   class Resource
-    attr_reader :type, :name, :props, :guards
+    include Guards
+    attr_reader :type, :name, :props
 
     def initialize(type, name)
       @type = type
       @name = name
       @props = {}
-      @guards = []
-    end
-
-    def not_if(cmd = nil, &blk)
-      @guards << [:not_if, cmd || blk]
-    end
-
-    def only_if(cmd = nil, &blk)
-      @guards << [:only_if, cmd || blk]
     end
 
     def method_missing(m, *args, &blk)
@@ -161,7 +168,7 @@ module ChefRecorder
     def to_h
       { 'type' => @type.to_s, 'name' => @name, 'action' => action_name,
         'properties' => @props.reject { |k, _| k == 'action' },
-        'guards' => @guards.map { |kind, g| { kind.to_s => g.is_a?(String) ? g : '<ruby block>' } } }
+        'guards' => guards.map { |kind, g| { kind.to_s => g.is_a?(String) ? g : '<ruby block>' } } }
     end
   end
 
@@ -230,25 +237,17 @@ module ChefRecorder
       end
     end
 
-    attr_reader :name, :guards
+    include Guards
+    attr_reader :name
 
     def initialize(name)
       @name = name
       @values = {}
-      @guards = []
       @actions = nil
     end
 
     def type
       self.class.resource_type
-    end
-
-    def not_if(cmd = nil, &blk)
-      @guards << [:not_if, cmd || blk]
-    end
-
-    def only_if(cmd = nil, &blk)
-      @guards << [:only_if, cmd || blk]
     end
 
     def action(names)
