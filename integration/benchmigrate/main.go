@@ -196,7 +196,8 @@ func bench() error {
 	logf("seeded %d records of %d bytes into store2 with COPY in %v", n, *flagValue, time.Since(t0).Round(time.Millisecond))
 
 	for _, t := range topos {
-		if t.conf, err = writeConf(filepath.Join(dir, fmt.Sprintf("consul-%d", t.servers)), pg, t.addr); err != nil {
+		t.confDir, t.pg = filepath.Join(dir, fmt.Sprintf("consul-%d", t.servers)), pg
+		if err := t.writeConf(); err != nil {
 			return err
 		}
 	}
@@ -224,10 +225,16 @@ func bench() error {
 		logf("`deployhook migrate` of this build is offline: measured once per run as both the offline and the default migration")
 	}
 	b := &bencher{bin: bin, pg: pg, n: n, caps: caps, online: online, vals: vals}
+	// A failed run ends the measurement, but the runs before it are
+	// still reported.
+	var runErr error
+runs:
 	for run := 1; run <= *flagRuns; run++ {
 		for _, t := range topos {
 			if err := b.run(ctx, t, run); err != nil {
-				return fmt.Errorf("%s, run %d: %w", t.name(), run, err)
+				runErr = fmt.Errorf("%s, run %d: %w", t.name(), run, err)
+				logf("%v", runErr)
+				break runs
 			}
 		}
 	}
@@ -235,7 +242,7 @@ func bench() error {
 		t.freelist = freelistBytes(t.client)
 	}
 
-	if *flagProfile != "" {
+	if *flagProfile != "" && runErr == nil {
 		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile)
 		if err != nil {
 			return err
@@ -243,13 +250,16 @@ func bench() error {
 		logf("in-process migrate under the profiler (InFlight %d, 0 = default): %s; %.0f records/s in the copy; go tool pprof -top %s",
 			*flagInFlight, ph, float64(n)/ph.copy.Seconds(), *flagProfile)
 	}
-	if *flagCompare > 0 {
+	if *flagCompare > 0 && runErr == nil {
 		if err := compareInFlight(ctx, pg, single.addr, single.client, n); err != nil {
 			return err
 		}
 	}
 	report(os.Stdout, reportInput{n: n, runs: *flagRuns, topos: topos, caps: caps, online: online,
 		importSample: k, importRate: importRate, load: fmt.Sprintf("%s at the start, %s at the end", loadStart, loadAvg())})
+	if runErr != nil {
+		return fmt.Errorf("the report above has the runs before this failure: %w", runErr)
+	}
 	return nil
 }
 
@@ -270,9 +280,10 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-func writeConf(dir string, pg *harness.Postgres, addr string) (string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+// writeConf writes the component conf that points deployhook at t.addr.
+func (t *topology) writeConf() error {
+	if err := os.MkdirAll(t.confDir, 0o700); err != nil {
+		return err
 	}
 	conf := fmt.Sprintf(`component: %s
 db: {
@@ -282,7 +293,7 @@ db: {
   consul: { address: %q, prefix: %q }
 }
 log_dir: %q
-`, component, pg.URLWithoutPassword(database), addr, prefix, filepath.Join(dir, "log"))
-	path := filepath.Join(dir, "jm.conf")
-	return path, os.WriteFile(path, []byte(conf), 0o600)
+`, component, t.pg.URLWithoutPassword(database), t.addr, prefix, filepath.Join(t.confDir, "log"))
+	t.conf = filepath.Join(t.confDir, "jm.conf")
+	return os.WriteFile(t.conf, []byte(conf), 0o600)
 }

@@ -133,6 +133,9 @@ func (in reportInput) topology(w io.Writer, t *topology) {
 	fmt.Fprintf(w, "\n#### store3: %s\n\n", t.name())
 	if t.servers > 1 {
 		fmt.Fprintf(w, "Three servers on loopback, every commit needs a quorum; the ceiling and deployhook both talk to the leader.\n\n")
+		if t.reelected > 0 {
+			fmt.Fprintf(w, "%d measurements were repeated through a new leader after an election on the loaded machine.\n\n", t.reelected)
+		}
 	}
 	rate := func(pick func(runSample) *migrateRun) float64 {
 		return median(collect(t.runs, func(r runSample) (float64, bool) {

@@ -82,21 +82,27 @@ type bencher struct {
 // each on an empty store3 and the seeded store2.
 func (b *bencher) run(ctx context.Context, t *topology, run int) error {
 	var s runSample
+	cleanCeiling := func() error { return wipe(t.client, ceilPre) }
 	for _, inflight := range []int{1, 8} {
-		rate, err := ceiling(ctx, t.client, b.n, inflight)
-		if err != nil {
-			return fmt.Errorf("ceiling, %d in flight: %w", inflight, err)
+		var rate float64
+		what := fmt.Sprintf("ceiling, %d in flight", inflight)
+		if err := t.measure(what, cleanCeiling, func() (err error) {
+			rate, err = ceiling(ctx, t.client, b.n, inflight)
+			return err
+		}); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		logf("%s, run %d: ceiling, %d in flight: %.0f records/s", t.name(), run, inflight, rate)
+		logf("%s, run %d: %s: %.0f records/s", t.name(), run, what, rate)
 		if inflight == 1 {
 			s.ceil1 = rate
 		} else {
 			s.ceil8 = rate
 		}
-		if err := wipe(t.client, ceilPre); err != nil {
+		if err := cleanCeiling(); err != nil {
 			return err
 		}
 	}
+	reset := func() error { return b.reset(ctx, t) }
 	migrations := []struct {
 		name string
 		args []string
@@ -111,13 +117,16 @@ func (b *bencher) run(ctx context.Context, t *topology, run int) error {
 		migrations = migrations[:1]
 	}
 	for _, m := range migrations {
-		r, err := b.migrate(ctx, t, m.args, int64(b.n))
-		if err != nil {
+		var r *migrateRun
+		if err := t.measure(m.name, reset, func() (err error) {
+			r, err = b.migrate(ctx, t, m.args, int64(b.n))
+			return err
+		}); err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		logRun(t, run, m.name, r)
 		*m.dst = r
-		if err := b.reset(ctx, t); err != nil {
+		if err := reset(); err != nil {
 			return err
 		}
 	}
@@ -125,28 +134,34 @@ func (b *bencher) run(ctx context.Context, t *topology, run int) error {
 		s.offline = s.deflt
 	}
 	if b.online {
-		w, err := startWriters(ctx, b.pg, b.n, *flagRate, *flagWriters, fmt.Sprintf("%d-%d", t.servers, run), b.vals)
-		if err != nil {
-			return err
+		const what = "migrate (default) with writers"
+		if err := t.measure(what, reset, func() error {
+			w, err := startWriters(ctx, b.pg, b.n, *flagRate, *flagWriters, fmt.Sprintf("%d-%d", t.servers, run), b.vals)
+			if err != nil {
+				return err
+			}
+			r, err := b.migrate(ctx, t, nil, -1)
+			s.writes = w.stop()
+			if err != nil {
+				return err
+			}
+			if s.writes.err != nil {
+				return fmt.Errorf("writers: %w", s.writes.err)
+			}
+			// store2 is frozen now: what the migration counted is what it holds.
+			if got, err := count(ctx, b.pg); err != nil {
+				return err
+			} else if got != r.migrated {
+				return fmt.Errorf("%d records migrated, frozen store2 holds %d", r.migrated, got)
+			}
+			s.writers = r
+			return nil
+		}); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		r, err := b.migrate(ctx, t, nil, -1)
-		s.writes = w.stop()
-		if err != nil {
-			return fmt.Errorf("migrate (default) with writers: %w", err)
-		}
-		if s.writes.err != nil {
-			return fmt.Errorf("writers: %w", s.writes.err)
-		}
-		// store2 is frozen now: what the migration counted is what it holds.
-		if got, err := count(ctx, b.pg); err != nil {
-			return err
-		} else if got != r.migrated {
-			return fmt.Errorf("migrate (default) with writers: %d records migrated, frozen store2 holds %d", r.migrated, got)
-		}
-		logRun(t, run, "migrate (default) with writers", r)
+		logRun(t, run, what, s.writers)
 		logf("%s, run %d: writers: %s", t.name(), run, s.writes)
-		s.writers = r
-		if err := b.reset(ctx, t); err != nil {
+		if err := reset(); err != nil {
 			return err
 		}
 	}
