@@ -130,6 +130,19 @@ func demo() error {
 	sh.run("migrate", "-f", confs["central-1"][0], "-dry_run_store_migration")
 
 	step("4. The deploy: Chef runs `deployhook run` for each component on both central hosts at once.")
+	say("The components keep running on store2 meanwhile: here a writer per database stands for them,")
+	say("an insert, an update or a delete every %v, each committed on its own.", writeEvery)
+	fixtures := map[string][]migrate.Record{}
+	var ws []*writer
+	for _, c := range components {
+		recs, err := loadFixture(filepath.Join("fixtures", "store2", c.name+".jsonl"))
+		if err != nil {
+			return err
+		}
+		fixtures[c.name] = recs
+		ws = append(ws, &writer{db: c.db, table: "store2_records", recs: recs})
+	}
+	stopWriters := startWriters(ctx, pg, ws)
 	var wg sync.WaitGroup
 	outs := make([]bytes.Buffer, len(hosts)*len(components))
 	cmds := make([]string, len(outs))
@@ -157,24 +170,42 @@ func demo() error {
 	for _, c := range confs["central-1"] {
 		waitArgs = append(waitArgs, "-f", c)
 	}
-	if code := sh.run(append(waitArgs, "--timeout", "2m")...); code != 0 {
+	code := sh.run(append(waitArgs, "--timeout", "2m")...)
+	summaries := stopWriters()
+	if code != 0 {
 		return fmt.Errorf("wait exited %d", code)
 	}
+	say("What the components wrote to store2 during the migration:")
+	for _, s := range summaries {
+		say("  %s", s)
+	}
 
-	step("6. Who migrated what, and when:")
+	step("6. A component still on store2 after the cutover: its writes are refused, its reads work.")
+	jm := fixtures["job_manager"][0]
+	stmt, wrote, read, err := strayWrite(ctx, pg, "jmdb", "store2_records", jm)
+	if err != nil {
+		return err
+	}
+	say("A Job Manager still on kind = store2 writes: %s", stmt)
+	say("  %s", wrote)
+	say("and reads: %s", read)
+
+	step("7. Who migrated what, when, and how long store2 was frozen:")
 	sh.run(append([]string{"status"}, fArgs(confs["central-1"])...)...)
+	step("The same for the Job Manager as JSON, with its .status and .done documents:")
+	sh.run("status", "--format", "json", "-f", confs["central-1"][0])
 
-	step("7. Compare store2 and store3 record by record:")
+	step("8. Compare store2 and store3 record by record (every write store2 accepted is in store3):")
 	if code := sh.run(append([]string{"verify"}, fArgs(confs["central-1"])...)...); code != 0 {
 		return fmt.Errorf("verify exited %d", code)
 	}
 
-	step("8. The lines operators grep for, in the runit log directories of both hosts:")
+	step("9. The lines operators grep for, in the runit log directories of both hosts:")
 	if err := grepLogs(filepath.Join(dir, "log")); err != nil {
 		return err
 	}
 
-	step("9. The next deploy finds the done markers and starts nothing:")
+	step("10. The next deploy finds the done markers and starts nothing:")
 	sh.run("run", "-f", confs["central-2"][0], "--hostname", "central-2")
 
 	if err := recovery(ctx, sh, pg, consul.Addr(), dir); err != nil {
@@ -272,9 +303,12 @@ func loadFixture(path string) ([]migrate.Record, error) {
 	return recs, sc.Err()
 }
 
+// grepFor are the log lines of the runbook's step 9.
+var grepFor = []string{"store2 -> store3", "already been performed", "Catch-up round", "store2 frozen", "store2 was frozen", "store2 unfrozen"}
+
 // grepLogs prints, like `grep -H`, the migration lines of every log file.
 func grepLogs(dir string) error {
-	fmt.Printf("$ grep -rH 'store2 -> store3\\|already been performed' %s\n", dir)
+	fmt.Printf("$ grep -rH '%s' %s\n", strings.Join(grepFor, `\|`), dir)
 	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(path, ".pid") || filepath.Base(path) == "lock" {
 			return err
@@ -284,8 +318,11 @@ func grepLogs(dir string) error {
 			return err
 		}
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "store2 -> store3") || strings.Contains(l, "already been performed") {
-				fmt.Printf("%s:%s\n", path, l)
+			for _, p := range grepFor {
+				if strings.Contains(l, p) {
+					fmt.Printf("%s:%s\n", path, l)
+					break
+				}
 			}
 		}
 		return nil
@@ -299,7 +336,7 @@ func step(title string) { fmt.Printf("\n==> %s\n", title) }
 // recovery shows a migration that cannot complete and how an operator gets
 // out of it, on a copy of the Job Manager's data under a prefix of its own.
 func recovery(ctx context.Context, sh *shell, pg *harness.Postgres, consulAddr, dir string) error {
-	step("10. When a migration cannot complete: a copy of jmdb with two records store3 cannot hold.")
+	step("11. When a migration cannot complete: a copy of jmdb with two records store3 cannot hold.")
 	recs, err := loadFixture(filepath.Join("fixtures", "store2", "job_manager.jsonl"))
 	if err != nil {
 		return err
@@ -337,6 +374,8 @@ log_dir: %q
 	}
 	sh.run("migrate", "-f", conf, "--hostname", "central-1")
 	sh.run("status", "-f", conf)
+	step("A migration that ends without .done leaves store2 writable (here it failed before its cutover):")
+	sh.run("unfreeze", "-f", conf)
 	step("The fix here is in store2 (the other choice for the large record is raising Consul's limits):")
 	fmt.Printf("$ psql %s -c \"DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'\"\n", db)
 	if err := pg.Exec(ctx, db, "DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'"); err != nil {
@@ -346,5 +385,16 @@ log_dir: %q
 		return fmt.Errorf("migrate after the fix exited %d", code)
 	}
 	sh.run("status", "-f", conf)
+
+	step("After .done, store2 stays frozen: `deployhook unfreeze` refuses to thaw a retired store2.")
+	sh.run("unfreeze", "-f", conf)
+	step("Abandoning the migration (this copy's Job Manager stays on store2) takes the flag named for the risk:")
+	sh.run("unfreeze", "-f", conf, "--accept-store2-revert")
+	stmt, wrote, _, err := strayWrite(ctx, pg, db, "store2_records", recs[0])
+	if err != nil {
+		return err
+	}
+	say("A Job Manager on %s writes: %s", db, stmt)
+	say("  %s", wrote)
 	return nil
 }
