@@ -374,14 +374,49 @@ log_dir: %q
 	}
 	sh.run("migrate", "-f", conf, "--hostname", "central-1")
 	sh.run("status", "-f", conf)
-	step("A migration that ends without .done leaves store2 writable (here it failed before its cutover):")
-	sh.run("unfreeze", "-f", conf)
 	step("The fix here is in store2 (the other choice for the large record is raising Consul's limits):")
 	fmt.Printf("$ psql %s -c \"DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'\"\n", db)
 	if err := pg.Exec(ctx, db, "DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'"); err != nil {
 		return err
 	}
-	if code := sh.run("migrate", "-f", conf, "--hostname", "central-1"); code != 0 {
+	big := recs[len(recs)-2]
+	step("12. A write in flight at the cutover. A Job Manager begins a transaction that writes that record again:")
+	say("BEGIN; INSERT INTO store2_records (bucket, key, version, data) VALUES ('%s', '%s', %d, <%d KiB>);", big.Bucket, big.Key, big.Version, len(big.Data)>>10)
+	say("and commits it only once the migration's freeze waits for it (the demo watches pg_locks):")
+	tx, err := beginInFlight(ctx, pg, db, "store2_records", big)
+	if err != nil {
+		return err
+	}
+	args := []string{"migrate", "-f", conf, "--hostname", "central-1"}
+	var out bytes.Buffer
+	exited := make(chan struct{})
+	var code int
+	go func() {
+		defer close(exited)
+		code = sh.capture(&out, args...)
+	}()
+	waited, err := tx.commitWhenFreezeWaits(ctx, pg, db, "store2_records", exited)
+	<-exited
+	if err != nil {
+		return err
+	}
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if code != 0 {
+		fmt.Printf("(exit code %d)\n", code)
+	}
+	if !waited {
+		return fmt.Errorf("the migration ended (exit code %d) before its freeze waited for the write in flight", code)
+	}
+	say("(the demo committed its insert while the freeze waited for it)")
+	step("The migration failed after its freeze, and unfroze store2 itself:")
+	sh.run("unfreeze", "-f", conf)
+	step("Fixed in store2 again, and the next attempt completes:")
+	q := fmt.Sprintf("DELETE FROM store2_records WHERE key = '%s'", big.Key)
+	fmt.Printf("$ psql %s -c \"%s\"\n", db, q)
+	if err := pg.Exec(ctx, db, q); err != nil {
+		return err
+	}
+	if code := sh.run(args...); code != 0 {
 		return fmt.Errorf("migrate after the fix exited %d", code)
 	}
 	sh.run("status", "-f", conf)

@@ -182,3 +182,60 @@ func strayWrite(ctx context.Context, pg *harness.Postgres, db, table string, rec
 
 // quote is a SQL string literal, for printing statements.
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// inFlight is a write transaction that a component began before the
+// cutover and commits while the freeze waits for it.
+type inFlight struct {
+	conn *pgx.Conn
+	tx   pgx.Tx
+}
+
+// beginInFlight begins a transaction on db that writes rec, and leaves it
+// open.
+func beginInFlight(ctx context.Context, pg *harness.Postgres, db, table string, rec migrate.Record) (*inFlight, error) {
+	conn, err := pg.Connect(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", db, err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "INSERT INTO "+pgx.Identifier{table}.Sanitize()+" (bucket, key, version, data) VALUES ($1, $2, $3, $4)",
+			rec.Bucket, rec.Key, rec.Version, rec.Data)
+	}
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("begin a write on %s: %w", db, err)
+	}
+	return &inFlight{conn: conn, tx: tx}, nil
+}
+
+// commitWhenFreezeWaits commits once another session waits for a lock on
+// table (the freeze's CREATE TRIGGER waiting for the writers in flight), or
+// when exited is closed first. It reports whether a waiter was seen.
+func (f *inFlight) commitWhenFreezeWaits(ctx context.Context, pg *harness.Postgres, db, table string, exited <-chan struct{}) (bool, error) {
+	defer f.conn.Close(context.Background())
+	watch, err := pg.Connect(ctx, db)
+	if err != nil {
+		return false, fmt.Errorf("connect to %s: %w", db, err)
+	}
+	defer watch.Close(context.Background())
+	seen := false
+	for !seen {
+		var waiting int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass
+			 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+			pgx.Identifier{table}.Sanitize()).Scan(&waiting)
+		if err != nil {
+			return false, fmt.Errorf("watch the locks on %s: %w", table, err)
+		}
+		seen = waiting > 0
+		if !seen {
+			select {
+			case <-exited:
+				return false, f.tx.Commit(ctx)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return true, f.tx.Commit(ctx)
+}
