@@ -101,8 +101,8 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		CatchUpRounds:      c.Int(catchUpRoundsFlag.Name),
 		AcceptStore2Revert: c.Bool("accept-store2-revert"),
 	}
-	if opts.CatchUpThreshold < 0 || opts.CatchUpRounds < 0 {
-		return exitf(exitUsage, "--%s and --%s must not be negative", catchUpThresholdFlag.Name, catchUpRoundsFlag.Name)
+	if err := checkCatchUpFlags(c); err != nil {
+		return err
 	}
 	if bar != nil {
 		opts.Progress = bar.Update
@@ -156,6 +156,14 @@ func runWorker(c *cli.Context, comp *validate.Component) error {
 
 // pidFileName is the worker's pid file inside the component's log directory.
 const pidFileName = "deployhook.pid"
+
+// checkCatchUpFlags refuses negative catch-up flags (exit 2).
+func checkCatchUpFlags(c *cli.Context) error {
+	if c.Int(catchUpThresholdFlag.Name) < 0 || c.Int(catchUpRoundsFlag.Name) < 0 {
+		return exitf(exitUsage, "--%s and --%s must not be negative", catchUpThresholdFlag.Name, catchUpRoundsFlag.Name)
+	}
+	return nil
+}
 
 // The online migration's flags, on migrate and on run (which hands them to
 // its worker).

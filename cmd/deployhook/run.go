@@ -52,6 +52,9 @@ func runRun(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return exitf(exitUsage, "run takes no arguments, got %q (flags come before arguments)", c.Args().First())
 	}
+	if err := checkCatchUpFlags(c); err != nil {
+		return err
+	}
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
