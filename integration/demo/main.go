@@ -10,10 +10,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +131,12 @@ func demo() error {
 
 	step("3. Dry run: checks connectivity, permissions, limits and every record; writes nothing.")
 	sh.run("migrate", "-f", confs["central-1"][0], "-dry_run_store_migration")
+	readerConf, err := readOnlyRole(ctx, pg, consul.Addr(), dir)
+	if err != nil {
+		return err
+	}
+	step("The same dry run as a role that may read the table but not create a trigger on it:")
+	sh.run("migrate", "-f", readerConf, "-dry_run_store_migration")
 
 	step("4. The deploy: Chef runs `deployhook run` for each component on both central hosts at once.")
 	say("The components keep running on store2 meanwhile: here a writer per database stands for them,")
@@ -432,4 +441,43 @@ log_dir: %q
 	say("A Job Manager on %s writes: %s", db, stmt)
 	say("  %s", wrote)
 	return nil
+}
+
+// readOnlyRole creates a PostgreSQL role that may read jmdb's store2 table
+// and nothing more, gives its password to the demo's .pgpass, and writes a
+// Job Manager conf that logs in as it.
+func readOnlyRole(ctx context.Context, pg *harness.Postgres, consulAddr, dir string) (string, error) {
+	const role = "jm_reader"
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return "", err
+	}
+	password := hex.EncodeToString(secret)
+	for _, q := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD '" + password + "'",
+		"GRANT SELECT ON store2_records TO " + role,
+	} {
+		if err := pg.Exec(ctx, "jmdb", q); err != nil {
+			return "", fmt.Errorf("create role %s: %w", role, err)
+		}
+	}
+	f, err := os.OpenFile(pg.PassFile(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	_, err = fmt.Fprintf(f, "127.0.0.1:%d:*:%s:%s\n", pg.Port, role, password)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(pg.URLWithoutPassword("jmdb"))
+	if err != nil {
+		return "", err
+	}
+	u.User = url.User(role)
+	path := filepath.Join(dir, "etc", "central-1", "job_manager-reader.conf")
+	logDir := filepath.Join(dir, "log", "central-1", "reader")
+	return path, writeConf(path, "job_manager", u.String(), consulAddr, logDir)
 }
