@@ -250,11 +250,21 @@ func (s *shell) run(args ...string) int {
 }
 
 func (s *shell) capture(w io.Writer, args ...string) int {
+	cmd := s.command(w, args...)
+	return exitCode(w, cmd.Run())
+}
+
+func (s *shell) command(w io.Writer, args ...string) *exec.Cmd {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = s.env
 	cmd.Stdout = w
 	cmd.Stderr = w
-	err := cmd.Run()
+	return cmd
+}
+
+// exitCode is the exit code of a finished command: -1, said on w, when it
+// did not run.
+func exitCode(w io.Writer, err error) int {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode()
@@ -419,14 +429,60 @@ log_dir: %q
 	say("(the demo committed its insert while the freeze waited for it)")
 	step("The migration failed after its freeze, and unfroze store2 itself:")
 	sh.run("unfreeze", "-f", conf)
-	step("Fixed in store2 again, and the next attempt completes:")
+	step("Fixed in store2 again:")
 	q := fmt.Sprintf("DELETE FROM store2_records WHERE key = '%s'", big.Key)
 	fmt.Printf("$ psql %s -c \"%s\"\n", db, q)
 	if err := pg.Exec(ctx, db, q); err != nil {
 		return err
 	}
-	if code := sh.run(args...); code != 0 {
-		return fmt.Errorf("migrate after the fix exited %d", code)
+
+	step("13. A migration killed during its cutover (kill -9, a host rebooted) leaves store2 frozen without .done.")
+	say("The demo stops the next migration right after its freeze, and kills it there: it holds a write in flight")
+	say("until the freeze waits for it, queues an ACCESS EXCLUSIVE lock on the table behind the freeze, and commits")
+	say("the write; the freeze commits, and the migration's next read of store2 waits for the demo's lock.")
+	late := migrate.Record{Bucket: "jobs", Key: "job::/prod/web::late-write", Version: 1, Data: []byte(`{"state":"started"}`)}
+	out.Reset()
+	cmd := sh.command(&out, args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited = make(chan struct{})
+	var waitErr error
+	go func() {
+		defer close(exited)
+		waitErr = cmd.Wait()
+	}()
+	held, release, err := holdAfterFreeze(ctx, pg, db, "store2_records", late, exited)
+	if err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return err
+	}
+	if held {
+		cmd.Process.Kill()
+		<-exited
+		release()
+	} else {
+		<-exited
+	}
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if !held {
+		code := exitCode(os.Stdout, waitErr)
+		say("(exit code %d: the freeze gave up an attempt and retried behind the demo's lock, so the demo could not stop", code)
+		say("this migration after its freeze: it ran to its end. The machine was too busy for the demo's timing.)")
+	} else {
+		say("(killed with SIGKILL by the demo, after its freeze)")
+		sh.run("status", "-f", conf)
+		stmt, wrote, _, err := strayWrite(ctx, pg, db, "store2_records", recs[0])
+		if err != nil {
+			return err
+		}
+		say("A Job Manager on %s writes: %s", db, stmt)
+		say("  %s", wrote)
+		step("The next attempt on that host (a deploy, or `deployhook migrate`) drops the freeze left without .done, and completes:")
+		if code := sh.run(args...); code != 0 {
+			return fmt.Errorf("migrate after the kill exited %d", code)
+		}
 	}
 	sh.run("status", "-f", conf)
 

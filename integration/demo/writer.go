@@ -239,3 +239,89 @@ func (f *inFlight) commitWhenFreezeWaits(ctx context.Context, pg *harness.Postgr
 	}
 	return true, f.tx.Commit(ctx)
 }
+
+// holdAfterFreeze stops a migration right after its freeze, so that the
+// demo can kill it there: with a write in flight (rec) that the freeze
+// waits for, it queues an ACCESS EXCLUSIVE lock on table behind the
+// freeze's lock, then commits the write. The freeze is granted first and
+// commits; the demo's lock comes next, and the migration's next read of
+// store2 waits for it. It reports whether store2 is frozen while the lock is
+// held; release rolls the lock back. When the migration exits first, or
+// the freeze gave up on its attempt (it retries behind the demo's lock), it
+// returns false with the lock released.
+func holdAfterFreeze(ctx context.Context, pg *harness.Postgres, db, table string, rec migrate.Record, exited <-chan struct{}) (held bool, release func(), err error) {
+	t := pgx.Identifier{table}.Sanitize()
+	write, err := beginInFlight(ctx, pg, db, table, rec)
+	if err != nil {
+		return false, nil, err
+	}
+	defer write.conn.Close(context.Background())
+	watch, err := pg.Connect(ctx, db)
+	if err != nil {
+		return false, nil, fmt.Errorf("connect to %s: %w", db, err)
+	}
+	defer watch.Close(context.Background())
+	waiters := func() (int, error) {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass
+			 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, t).Scan(&n)
+		if err != nil {
+			return 0, fmt.Errorf("watch the locks on %s: %w", table, err)
+		}
+		return n, nil
+	}
+	until := func(want int) (bool, error) {
+		for {
+			n, err := waiters()
+			if err != nil || n >= want {
+				return err == nil, err
+			}
+			select {
+			case <-exited:
+				return false, nil
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	if ok, err := until(1); !ok || err != nil {
+		return false, nil, errors.Join(err, write.tx.Rollback(ctx))
+	}
+	hold, err := pg.Connect(ctx, db)
+	if err != nil {
+		return false, nil, errors.Join(fmt.Errorf("connect to %s: %w", db, err), write.tx.Rollback(ctx))
+	}
+	lockTx, err := hold.Begin(ctx)
+	if err != nil {
+		hold.Close(context.Background())
+		return false, nil, errors.Join(fmt.Errorf("begin on %s: %w", db, err), write.tx.Rollback(ctx))
+	}
+	granted := make(chan error, 1)
+	go func() {
+		_, err := lockTx.Exec(ctx, "LOCK TABLE "+t+" IN ACCESS EXCLUSIVE MODE")
+		granted <- err
+	}()
+	release = func() {
+		lockTx.Rollback(context.Background())
+		hold.Close(context.Background())
+	}
+	ok, err := until(2)
+	if err == nil {
+		err = write.tx.Commit(ctx)
+	}
+	if err == nil && ok {
+		select {
+		case err = <-granted:
+		case <-exited:
+			ok = false
+		}
+	}
+	if err == nil && ok {
+		err = watch.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)",
+			t, migrate.FreezeName).Scan(&held)
+	}
+	if err != nil || !held {
+		release()
+		return false, nil, err
+	}
+	return true, release, nil
+}
