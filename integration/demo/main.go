@@ -1,7 +1,11 @@
 // Command demo walks the operator's runbook against a local PostgreSQL and
 // Consul that it starts on free loopback ports under ./.demo, seeded from
 // fixtures/store2. Every line it prints after a "$ " is a real deployhook
-// invocation, and what follows is that invocation's real output.
+// invocation, and what follows is that invocation's real output. While the
+// deploy migrates, writers on every store2 database stand for the running
+// components; the walk through failures at the end holds transactions and
+// locks on store2 to put a write in flight at the freeze and to kill a
+// migration right after it, and says so.
 //
 // Run it with `make demo`, which builds bin/deployhook and bin/consul first.
 package main

@@ -107,7 +107,7 @@ func (w *writer) fail(err error) {
 func (w *writer) summary() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := fmt.Sprintf("%s: %d writes committed (%d inserts, %d updates, %d deletes)",
+	s := fmt.Sprintf("%s: %d writes committed (inserts %d, updates %d, deletes %d)",
 		w.db, w.inserts+w.updates+w.deletes, w.inserts, w.updates, w.deletes)
 	switch {
 	case w.err != nil:
