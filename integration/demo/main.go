@@ -472,8 +472,8 @@ log_dir: %q
 	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
 	if !held {
 		code := exitCode(os.Stdout, waitErr)
-		say("(exit code %d: the freeze gave up an attempt and retried behind the demo's lock, so the demo could not stop", code)
-		say("this migration after its freeze: it ran to its end. The machine was too busy for the demo's timing.)")
+		say("(exit code %d: the demo did not catch this migration between its freeze and its next read, so it was", code)
+		say("not killed, and the output above is all it did; on a busy machine the freeze's attempt can time out first)")
 	} else {
 		say("(killed with SIGKILL by the demo, after its freeze)")
 		sh.run("status", "-f", conf)
