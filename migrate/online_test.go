@@ -376,7 +376,7 @@ func TestUnfreeze(t *testing.T) {
 	if err != nil || !dropped {
 		t.Fatalf("accepted revert: %t, %v", dropped, err)
 	}
-	e.log.find(t, "store2 unfrozen: operator (after .done: --accept-store2-revert)")
+	e.log.find(t, "store2 unfrozen: operator (although the migration is done: --accept-store2-revert)")
 	// Nothing frozen: nothing to do.
 	if dropped, err = migrate.Unfreeze(ctx, e.src, e.kv, prefix, false, "operator", e.log); err != nil || dropped {
 		t.Fatalf("not frozen: %t, %v", dropped, err)
@@ -402,7 +402,7 @@ func TestRunAcceptStore2RevertUnfreezesAfterDone(t *testing.T) {
 	if _, frozen, _ := e.src.Frozen(ctx); frozen {
 		t.Fatal("--accept-store2-revert left store2 frozen")
 	}
-	e.log.find(t, "store2 unfrozen: --accept-store2-revert")
+	e.log.find(t, "store2 unfrozen: deployhook migrate (although the migration is done: --accept-store2-revert)")
 }
 
 func TestOfflineRefusesChangedStore2(t *testing.T) {

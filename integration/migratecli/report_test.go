@@ -167,7 +167,7 @@ func TestStatusAndVerify(t *testing.T) {
 	if r := e.MustRun(3, "unfreeze", "-f", confs[0]); !strings.Contains(r.Stderr, "--accept-store2-revert") {
 		t.Errorf("unfreeze behind .done:\n%s", r)
 	}
-	if r := e.MustRun(0, "unfreeze", "-f", confs[0], "--accept-store2-revert"); !strings.Contains(r.Stderr, "store2 unfrozen: deployhook unfreeze (after .done: --accept-store2-revert)") {
+	if r := e.MustRun(0, "unfreeze", "-f", confs[0], "--accept-store2-revert"); !strings.Contains(r.Stderr, "store2 unfrozen: deployhook unfreeze (although the migration is done: --accept-store2-revert)") {
 		t.Errorf("unfreeze --accept-store2-revert:\n%s", r)
 	}
 	if err := e.PG.Exec(context.Background(), e.db("jm"),
