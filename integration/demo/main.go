@@ -141,6 +141,8 @@ func demo() error {
 	}
 	step("The same dry run as a role that may read the table but not create a trigger on it:")
 	sh.run("migrate", "-f", readerConf, "-dry_run_store_migration")
+	step("The deploy refuses it too, before it starts anything:")
+	sh.run("run", "-f", readerConf, "--hostname", "central-1")
 
 	step("4. The deploy: Chef runs `deployhook run` for each component on both central hosts at once.")
 	say("The components keep running on store2 meanwhile: here a writer per database stands for them,")
