@@ -186,6 +186,18 @@ func TestOnlineConcurrentWriterLosesNothing(t *testing.T) {
 	e.m.Opts.CatchUpThreshold = 10
 	ctx, stop := context.WithCancel(context.Background())
 	var acked, refused atomic.Int64
+	// Every store3 write waits for a store2 write attempt: the writer
+	// overlaps the copy, the catch-up and the cutover, whatever the speed
+	// of either.
+	tick := make(chan struct{}, 1)
+	e.kv.BeforeTxn = func(int64, migrate.Fence, []migrate.Op) error {
+		select {
+		case <-tick:
+		case <-time.After(10 * time.Second):
+			t.Error("no store2 write attempt within 10s")
+		}
+		return nil
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
@@ -206,7 +218,10 @@ func TestOnlineConcurrentWriterLosesNothing(t *testing.T) {
 			default:
 				t.Error(err)
 			}
-			time.Sleep(50 * time.Microsecond) // a writer's pace, not a readiness wait
+			select {
+			case tick <- struct{}{}:
+			case <-ctx.Done():
+			}
 		}
 	})
 	_, err := e.m.Run(context.Background())

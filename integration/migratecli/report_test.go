@@ -102,9 +102,15 @@ func (e *env) status(t *testing.T, confs ...string) (string, []statusRow) {
 	}
 	text := e.MustRun(0, args...).Stdout
 	r := e.MustRun(0, append(args, "--format", "json")...)
+	// One JSON object per component per line.
 	var rows []statusRow
-	if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil {
-		t.Fatalf("status json: %v\n%s", err, r)
+	dec := json.NewDecoder(strings.NewReader(r.Stdout))
+	for dec.More() {
+		var row statusRow
+		if err := dec.Decode(&row); err != nil {
+			t.Fatalf("status json: %v\n%s", err, r)
+		}
+		rows = append(rows, row)
 	}
 	return text, rows
 }
