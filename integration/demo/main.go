@@ -208,7 +208,9 @@ func demo() error {
 	step("7. Who migrated what, when, and how long store2 was frozen:")
 	sh.run(append([]string{"status"}, fArgs(confs["central-1"])...)...)
 	step("The same for the Job Manager as JSON, with its .status and .done documents:")
-	sh.run("status", "--format", "json", "-f", confs["central-1"][0])
+	if err := showDone(sh, confs["central-1"][0]); err != nil {
+		return err
+	}
 
 	step("8. Compare store2 and store3 record by record (every write store2 accepted is in store3):")
 	if code := sh.run(append([]string{"verify"}, fArgs(confs["central-1"])...)...); code != 0 {
@@ -542,4 +544,28 @@ func readOnlyRole(ctx context.Context, pg *harness.Postgres, consulAddr, dir str
 	path := filepath.Join(dir, "etc", "central-1", "job_manager-reader.conf")
 	logDir := filepath.Join(dir, "log", "central-1", "reader")
 	return path, writeConf(path, "job_manager", u.String(), consulAddr, logDir)
+}
+
+// showDone runs `status --format json` for one component, prints its real
+// output, then the .done document in it, indented, for the reader.
+func showDone(sh *shell, conf string) error {
+	args := []string{"status", "--format", "json", "-f", conf}
+	var out bytes.Buffer
+	code := sh.capture(&out, args...)
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if code != 0 {
+		return fmt.Errorf("status --format json exited %d", code)
+	}
+	var row struct {
+		Done json.RawMessage `json:"done"`
+	}
+	if err := json.NewDecoder(&out).Decode(&row); err != nil {
+		return fmt.Errorf("read the output of status --format json: %w", err)
+	}
+	var done bytes.Buffer
+	if err := json.Indent(&done, row.Done, "", "  "); err != nil {
+		return fmt.Errorf("indent .done: %w", err)
+	}
+	say("Its .done document, indented by the demo:\n%s", done.String())
+	return nil
 }
