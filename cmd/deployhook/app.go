@@ -20,6 +20,7 @@ func commands() []*cli.Command {
 		statusCommand(),
 		waitCommand(),
 		verifyCommand(),
+		unfreezeCommand(),
 		completionCommand(),
 		manCommand(),
 	}

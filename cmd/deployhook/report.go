@@ -22,6 +22,8 @@ type dryRunJSON struct {
 	Limits     limitsJSON             `json:"limits"`
 	Permission checkJSON              `json:"permission"`
 	Session    checkJSON              `json:"session"`
+	Online     bool                   `json:"online"` // false with --offline
+	Freeze     checkJSON              `json:"freeze"` // the store2 role may freeze the table (ok when offline)
 	Wipe       wipeJSON               `json:"wipe"`
 	Buckets    []bucketJSON           `json:"buckets"`
 	Records    int64                  `json:"records"`
@@ -58,10 +60,18 @@ func dryRunResult(r *migrate.DryRunReport, err error) string {
 	switch {
 	case r.DoneExists:
 		return "already migrated"
-	case err == nil && len(r.Failed) == 0 && r.PermissionOK && r.SessionOK:
+	case err == nil && len(r.Failed) == 0 && r.PermissionOK && r.SessionOK && (!r.Online || r.FreezeOK):
 		return "would succeed"
 	}
 	return "would fail"
+}
+
+// freezeCheck is the dry run's freeze check: not needed offline.
+func freezeCheck(r *migrate.DryRunReport) checkJSON {
+	if !r.Online {
+		return checkJSON{true, "not needed (--offline)"}
+	}
+	return checkJSON{r.FreezeOK, r.FreezeReason}
 }
 
 // writeDryRun prints what a dry run found, as text or JSON.
@@ -77,6 +87,8 @@ func writeDryRun(c *cli.Context, comp *validate.Component, r *migrate.DryRunRepo
 		Limits:     limitsJSON{r.Limits.MaxOps, r.Limits.MaxBody, r.Limits.MaxValue, r.Limits.FromServer, r.Limits.ServerReason},
 		Permission: checkJSON{r.PermissionOK, r.PermissionReason},
 		Session:    checkJSON{r.SessionOK, r.SessionReason},
+		Online:     r.Online,
+		Freeze:     freezeCheck(r),
 		Wipe:       wipeJSON{r.Wipe.Keys, r.Wipe.First},
 		Buckets:    []bucketJSON{}, Records: r.Records, Failed: r.Failed, Took: r.Took.String(),
 	}
@@ -124,6 +136,14 @@ func writeDryRunText(w io.Writer, comp *validate.Component, r *migrate.DryRunRep
 		fmt.Fprintf(w, "  session:      %s\n", r.SessionReason)
 	} else {
 		fmt.Fprintf(w, "  session:      DENIED: %s\n", r.SessionReason)
+	}
+	switch {
+	case !r.Online:
+		fmt.Fprintf(w, "  freeze:       not needed (--offline): stop the components before migrating\n")
+	case r.FreezeOK:
+		fmt.Fprintf(w, "  freeze:       the store2 role may freeze the table for the cutover\n")
+	default:
+		fmt.Fprintf(w, "  freeze:       DENIED: %s\n", r.FreezeReason)
 	}
 	if r.Wipe.Keys == 0 {
 		fmt.Fprintf(w, "  wipe:         nothing under the prefix to wipe\n")

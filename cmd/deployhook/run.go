@@ -38,13 +38,17 @@ Exit codes: 0 started or nothing to do, 2 usage, 3 invalid or refused.`,
 		Flags: []cli.Flag{
 			confFlag, kindFlag, migrateFlag, hostnameFlag, noColorFlag,
 			&cli.BoolFlag{Name: "accept-empty-store3", Usage: "start components on store3 without migrating although store2 holds records"},
-			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost)"},
+			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost); unfreezes store2"},
+			offlineFlag, catchUpThresholdFlag, catchUpRoundsFlag,
 		},
 		Action: runRun,
 	}
 }
 
 func runRun(c *cli.Context) error {
+	if err := checkCatchUpFlags(c); err != nil {
+		return err
+	}
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
@@ -78,6 +82,9 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 				"set db.kind = store3, or pass --accept-store2-revert if losing those changes is intended", doneKey)
 		case done:
 			log.Warnf("%s: going back to store2 although store3 was migrated (--accept-store2-revert): changes made in store3 since are not in store2", comp.Name)
+			unfreezeStore2(ctx, log, comp, true, comp.Name+" goes back to store2")
+		default:
+			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done, and "+comp.Name+" uses store2")
 		}
 		log.Infof("%s uses store2: nothing to migrate", comp.Name)
 		return nil
@@ -93,6 +100,9 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 			return nil
 		}
 		has, err := store2HasRecords(ctx, comp)
+		if err == nil {
+			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
+		}
 		switch {
 		case errors.Is(err, migrate.ErrNeverUsed):
 			// Nothing in store2 to lose.
@@ -125,11 +135,22 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	}
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
-	switch _, err := store2HasRecords(ctx, comp); {
-	case errors.Is(err, migrate.ErrNeverUsed):
-		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err)
-	case migrate.CertificateError(err):
-		return exitf(exitInvalid, "%s: store2: %v: check sslrootcert, sslcert, sslkey and sslmode of db.postgres.url (or PGSSL*)", comp.File, err)
+	_, err2 := store2HasRecords(ctx, comp)
+	switch {
+	case errors.Is(err2, migrate.ErrNeverUsed):
+		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err2)
+	case migrate.CertificateError(err2):
+		return exitf(exitInvalid, "%s: store2: %v: check sslrootcert, sslcert, sslkey and sslmode of db.postgres.url (or PGSSL*)", comp.File, err2)
+	}
+	if err == nil && err2 == nil {
+		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
+	}
+	// Online, a role that may not freeze store2 would fail in the worker,
+	// before it could record why: say so here, where the deploy sees it.
+	if err2 == nil && !c.Bool(offlineFlag.Name) {
+		if missing := store2FreezeGrant(ctx, comp); missing != "" {
+			return exitf(exitInvalid, "refusing to migrate online: %s; or stop the components and set the cookbook attribute online false (--offline)", missing)
+		}
 	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {
@@ -162,8 +183,8 @@ func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
 // checkTimeout. A store2 that was never used holds none, and says so with an
 // error wrapping migrate.ErrNeverUsed.
 func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, error) {
-	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
-		return false, errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
+	if err := store2Configured(comp); err != nil {
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
@@ -180,4 +201,60 @@ func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, erro
 		return false, fmt.Errorf("store2 did not answer within %v: %w", checkTimeout, err)
 	}
 	return has, nil
+}
+
+// store2Configured says why store2 is not configured, if it is not.
+func store2Configured(comp *validate.Component) error {
+	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
+		return errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
+	}
+	return nil
+}
+
+// unfreezeStore2 drops a freeze of store2 that no migration can complete
+// behind: one an earlier migration left when it was killed during its
+// cutover (and, with acceptRevert, the freeze behind .done). It leaves a
+// running migration's freeze alone, and never holds up the deploy: it is
+// bounded, and its failures are warnings (the next migration unfreezes
+// too).
+func unfreezeStore2(ctx context.Context, log *logrus.Entry, comp *validate.Component, acceptRevert bool, why string) {
+	if store2Configured(comp) != nil {
+		return
+	}
+	// A read of the catalog and, when store2 is frozen, one attempt to lock
+	// the table past its writers (pgsource.DefaultFreezeLockTimeout).
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	src, kv, err := stores(ctx, comp)
+	if err != nil {
+		log.Warnf("%s: skipped the check for a freeze of store2: %v", comp.Name, err)
+		return
+	}
+	defer src.Close()
+	_, err = migrate.Unfreeze(ctx, src, kv, comp.Consul.Prefix, acceptRevert, why, log)
+	switch {
+	case errors.Is(err, migrate.ErrFreezeInUse), errors.Is(err, migrate.ErrMigrated):
+		log.Infof("%s: store2 stays frozen: %v", comp.Name, err)
+	case errors.Is(err, migrate.ErrNeverUsed):
+	case err != nil:
+		log.Warnf("%s: skipped the check for a freeze of store2: %v", comp.Name, err)
+	}
+}
+
+// store2FreezeGrant returns what the store2 role lacks to freeze the table
+// for the cutover, "" when it may or when store2 does not say within
+// checkTimeout (the worker checks again).
+func store2FreezeGrant(ctx context.Context, comp *validate.Component) string {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	src, err := pgsource.New(ctx, pgsource.Config{URL: comp.Postgres.URL, Database: comp.Database, Table: comp.Postgres.Table})
+	if err != nil {
+		return ""
+	}
+	defer src.Close()
+	missing, err := src.CanFreeze(ctx)
+	if err != nil {
+		return ""
+	}
+	return missing
 }

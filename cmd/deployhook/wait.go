@@ -172,7 +172,11 @@ func (w *waiter) check(comp *validate.Component) *waitResult {
 			// out, but this host's worker that holds it is gone.
 			return w.died(comp, res, worker)
 		}
-		w.progress(comp.Name, fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID))
+		msg := fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID)
+		if s.Phase != "" {
+			msg += ": " + phaseText(s)
+		}
+		w.progress(comp.Name, msg)
 	default:
 		if worker.Died {
 			return w.died(comp, res, worker)

@@ -153,6 +153,7 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 	if c.IsSet(migrateFlag.Name) {
 		args = append(args, "-"+migrateFlag.Name+"="+strconv.FormatBool(c.Bool(migrateFlag.Name)))
 	}
+	args = append(args, onlineArgs(c)...)
 	stderr, err := openWorkerStderr(comp.LogDir)
 	if err != nil {
 		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)

@@ -36,6 +36,9 @@ type Config struct {
 	Table string
 	// ConnectTimeout applies when the URL sets none (default 10s).
 	ConnectTimeout time.Duration
+	// FreezeLockTimeout bounds one attempt of the freeze to wait for the
+	// writers in flight (default DefaultFreezeLockTimeout).
+	FreezeLockTimeout time.Duration
 }
 
 // Source reads one component's store2.
@@ -44,6 +47,8 @@ type Source struct {
 	table    migrate.Table
 	quoted   string // quoted for SQL
 	password string // to scrub from errors
+
+	freezeLockTimeout time.Duration
 }
 
 var _ migrate.Source = (*Source)(nil)
@@ -74,7 +79,11 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = "deployhook"
 	}
-	return &Source{conn: cc, table: table, quoted: pgx.Identifier(table.Parts()).Sanitize(), password: cc.Password}, nil
+	src := &Source{conn: cc, table: table, quoted: pgx.Identifier(table.Parts()).Sanitize(), password: cc.Password, freezeLockTimeout: cfg.FreezeLockTimeout}
+	if src.freezeLockTimeout <= 0 {
+		src.freezeLockTimeout = DefaultFreezeLockTimeout
+	}
+	return src, nil
 }
 
 // parse parses connString, naming db when the connection string and the
