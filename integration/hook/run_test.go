@@ -22,6 +22,10 @@ import (
 // migration go on after `run` returned.
 const bigN = 200_000
 
+// bigWait bounds a wait for a migration of bigN records: a guard against a
+// hang, not a speed target (a shared 2-core machine can take minutes).
+const bigWait = "8m"
+
 // `run` returns at once while the worker it started copies in the
 // background; a second `run` on the host finds that worker; `wait` then
 // sees the migration through.
@@ -71,7 +75,7 @@ func TestRunReturnsWhileMigrating(t *testing.T) {
 		t.Errorf("workers for %s: %v, want only %d", conf, got, pid)
 	}
 
-	w := e.MustRun(0, "wait", "-f", conf, "--timeout", "2m")
+	w := e.MustRun(0, "wait", "-f", conf, "--timeout", bigWait)
 	if !strings.Contains(w.Stdout, "job_manager: done: migrated by central-1") {
 		t.Errorf("wait output:\n%s", w)
 	}
@@ -237,7 +241,7 @@ drain:
 	}
 	t.Logf("worker %d descriptors: %s", pid, strings.Join(got, ", "))
 
-	e.MustRun(0, "wait", "-f", conf, "--timeout", "2m")
+	e.MustRun(0, "wait", "-f", conf, "--timeout", bigWait)
 	e.AssertMigrated(n.Prefix, bigRecords(bigN))
 	waitWorkerExit(t, logDir)
 }
@@ -278,7 +282,7 @@ func TestWorkerKilledThenRedeploy(t *testing.T) {
 	if !ok || pid2 == pid {
 		t.Fatalf("the redeploy did not start a new worker:\n%s", r)
 	}
-	e.MustRun(0, "wait", "-f", conf, "--timeout", "2m")
+	e.MustRun(0, "wait", "-f", conf, "--timeout", bigWait)
 	t.Logf("redeploy to done: %v", time.Since(start))
 	e.AssertMigrated(n.Prefix, bigRecords(count))
 	waitWorkerExit(t, logDir)
