@@ -74,11 +74,7 @@ func TestOnlineConcurrentHosts(t *testing.T) {
 			} else {
 				runAll(hosts[:1])
 				pid := workerPID(t, logDirs[hosts[0]], 0)
-				select {
-				case <-froze:
-				case <-time.After(3 * time.Minute):
-					t.Fatalf("no freeze within 3 minutes:\n%s", readLogDir(logDirs[hosts[0]]))
-				}
+				waitFreeze(t, froze, func() bool { return !alive(pid) }, func() string { return readLogDir(logDirs[hosts[0]]) })
 				if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 					t.Fatal(err)
 				}
@@ -133,6 +129,37 @@ func TestOnlineConcurrentHosts(t *testing.T) {
 			runs++
 		})
 	}
+}
+
+// waitFreeze waits for the freeze's notification, failing the test when
+// exited reports that the migration ended first.
+func waitFreeze(t testing.TB, froze <-chan time.Time, exited func() bool, log func() string) time.Time {
+	t.Helper()
+	deadline := time.After(3 * time.Minute)
+	for {
+		select {
+		case at := <-froze:
+			return at
+		case <-deadline:
+			t.Fatalf("no freeze within 3 minutes:\n%s", log())
+		case <-time.After(20 * time.Millisecond):
+			if exited() {
+				t.Fatalf("the migration exited without freezing store2:\n%s", log())
+			}
+		}
+	}
+}
+
+// alive is true for a process that exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	return i >= 0 && len(f) > 0 && f[0] != "Z"
 }
 
 // lockSession returns the session holding prefix's lock.
