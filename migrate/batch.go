@@ -195,7 +195,32 @@ func (b *Batcher) newBatch() *Batch {
 // op does not fit, Add returns the full batch and starts a new one with the
 // op. The caller has checked len(data) <= MaxData(key, flags).
 func (b *Batcher) Add(key string, flags uint64, data []byte) (full *Batch) {
-	size := opSize(VerbSet, key, len(data), flags, 0, "")
+	full, c := b.next(opSize(VerbSet, key, len(data), flags, 0, ""))
+	var v []byte
+	if data != nil {
+		if cap(c.arena)-len(c.arena) < len(data) {
+			c.arena = make([]byte, 0, max(2*cap(c.arena), len(data), 4096))
+		}
+		start := len(c.arena)
+		c.arena = append(c.arena, data...)
+		v = c.arena[start:len(c.arena):len(c.arena)]
+	}
+	c.Ops = append(c.Ops, Op{Verb: VerbSet, Key: key, Value: v, Flags: flags})
+	c.Records++
+	return full
+}
+
+// AddDelete adds a delete of key, as Add adds a set.
+func (b *Batcher) AddDelete(key string) (full *Batch) {
+	full, c := b.next(opSize(VerbDelete, key, 0, 0, 0, ""))
+	c.Ops = append(c.Ops, Op{Verb: VerbDelete, Key: key})
+	c.Records++
+	return full
+}
+
+// next makes room for an op of size bytes: it returns the batch the op
+// goes to, and the full batch it closed, if any.
+func (b *Batcher) next(size int) (full, cur *Batch) {
 	if c := b.cur; c != nil {
 		n := len(c.Ops) + b.fenceOps()
 		if n+1 > b.limits.MaxOps || c.Body+1+size > b.limits.MaxBody {
@@ -211,18 +236,7 @@ func (b *Batcher) Add(key string, flags uint64, data []byte) (full *Batch) {
 		c.Body++ // the comma
 	}
 	c.Body += size
-	var v []byte
-	if data != nil {
-		if cap(c.arena)-len(c.arena) < len(data) {
-			c.arena = make([]byte, 0, max(2*cap(c.arena), len(data), 4096))
-		}
-		start := len(c.arena)
-		c.arena = append(c.arena, data...)
-		v = c.arena[start:len(c.arena):len(c.arena)]
-	}
-	c.Ops = append(c.Ops, Op{Verb: VerbSet, Key: key, Value: v, Flags: flags})
-	c.Records++
-	return full
+	return full, c
 }
 
 // Flush returns the batch being built, nil when it is empty.

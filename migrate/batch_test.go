@@ -181,3 +181,37 @@ func BenchmarkBatch(b *testing.B) {
 		b.ReportMetric(float64(b.N*len(keys))/b.Elapsed().Seconds(), "records/s")
 	})
 }
+
+func TestBatcherDeletesMatchConsulAPI(t *testing.T) {
+	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
+	b := NewBatcher(DefaultLimits, fence, 0)
+	var batches []*Batch
+	for i := range 400 {
+		key := fmt.Sprintf("apcera/store3/jmdb/jobs/k=3A%05d", i)
+		var full *Batch
+		if i%3 == 0 {
+			full = b.AddDelete(key)
+		} else {
+			full = b.Add(key, uint64(i), bytes.Repeat([]byte{1}, 100))
+		}
+		if full != nil {
+			batches = append(batches, full)
+		}
+	}
+	batches = append(batches, b.Flush())
+	n, dels := 0, 0
+	for i, x := range batches {
+		n += len(x.Ops)
+		if body := apiBody(t, fence, x.Ops); x.Body != len(body) || len(x.Ops)+1 > DefaultLimits.MaxOps {
+			t.Fatalf("batch %d: Body %d, consul/api sends %d; %d ops", i, x.Body, len(body), len(x.Ops))
+		}
+		for _, op := range x.Ops {
+			if op.Verb == VerbDelete && op.Value == nil {
+				dels++
+			}
+		}
+	}
+	if n != 400 || dels != 134 || int(batches[0].Records) != 127 {
+		t.Fatalf("%d ops, first batch %d records", n, batches[0].Records)
+	}
+}

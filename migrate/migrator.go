@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // This file holds the steps of the migration, in the order of DESIGN.md
-// "The migration, step by step", and every log line operators grep for: the
-// command layer logs with the caller's file:line, which must point here.
+// "The migration, step by step", and every log line operators grep for:
+// the command layer logs with the caller's file:line, which must point
+// here, so those lines are logged by the functions at the end of this file.
 
 // Options configure a migration. Zero values take the defaults noted.
 type Options struct {
@@ -38,12 +36,20 @@ type Options struct {
 	// Attempts bounds the fresh snapshots taken when store2 fails
 	// transiently mid-stream (default 3).
 	Attempts int
-}
 
-// Backoff is a capped exponential backoff.
-type Backoff struct {
-	Min, Max time.Duration
-	GiveUp   time.Duration // stop retrying after this long
+	// Offline skips catch-up and freeze: the components must be stopped,
+	// and a store2 that changed since the snapshot fails the migration
+	// (ErrStore2Changed). Online (the default) needs a Source that is a
+	// Freezer, and the privileges to freeze.
+	Offline bool
+	// CatchUpThreshold ends the catch-up before the freeze once a round
+	// changes at most that many records (the command's default: 100).
+	CatchUpThreshold int
+	// CatchUpRounds bounds the catch-up rounds before the freeze (the
+	// command's default: 10); 0 freezes right after the copy.
+	CatchUpRounds int
+	// AcceptStore2Revert drops the freeze of a migration that is done.
+	AcceptStore2Revert bool
 }
 
 // Migrator migrates one component.
@@ -57,12 +63,15 @@ type Migrator struct {
 // Result is the outcome of Run.
 type Result struct {
 	AlreadyDone   bool
-	Migrated      int64
+	Migrated      int64 // online: the frozen store2's count
 	Failed        int64
 	Took          time.Duration
 	Done          *Done          // the done key, written or found
 	FailedRecords []FailedRecord // at most MaxFailedRecords
 	Elsewhere     *Status        // the other host's failure, with ErrFailedElsewhere
+	Rounds        int            // catch-up rounds, the cutover's passes included
+	CaughtUp      int64          // records the catch-up rounds set or deleted
+	FrozenFor     time.Duration  // freeze to .done; 0 offline
 }
 
 type discard struct{}
@@ -128,41 +137,50 @@ func CheckPrefix(prefix string) error {
 	return nil
 }
 
-// run is one invocation of Run.
+// run is one invocation of Run (or DryRun).
 type run struct {
 	m      *Migrator
 	o      Options
 	start  time.Time // o.Now() at start: what .status and .done record
 	clock  time.Time // time.Now() at start: what took measures
-	lock   Lock
 	fence  Fence
 	limits Limits
-
-	total, stored atomic.Int64
-	progressMu    sync.Mutex
-
-	failMu   sync.Mutex
-	failed   int64
-	failures []FailedRecord
-
-	statusOn   bool
-	statusStop func()
+	counts counts
+	fails  failures
+	status *statusWriter
+	// The online migration: catch-up rounds run, the records they changed,
+	// and the freeze.
+	rounds   int
+	caughtUp int64
+	freeze   freezeState
+	times    phaseTimes
 }
 
-// Run performs the migration: steps 1 to 9 of DESIGN.md.
-func (m *Migrator) Run(ctx context.Context) (*Result, error) {
-	o := m.Opts.withDefaults()
+func newRun(m *Migrator, o Options) *run {
 	r := &run{m: m, o: o, start: o.Now().UTC(), clock: time.Now()}
+	r.counts.progress = o.Progress
+	return r
+}
+
+// Run performs the migration: steps 1 to 9 of DESIGN.md, online (catch-up
+// and cutover, "Online migration and cutover") unless Opts.Offline.
+func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
+	o := m.Opts.withDefaults()
+	r := newRun(m, o)
 	if err := CheckPrefix(o.Prefix); err != nil {
 		return nil, err
 	}
-	doneKey := DoneKey(o.Prefix)
 
 	// 1. The done key: already migrated, no lock taken.
 	if d, present, err := r.readDone(ctx); err != nil {
 		return nil, err
 	} else if present {
-		o.Log.Infof("Migration has already been performed (key %q exists)", doneKey)
+		logAlreadyDone(o.Log, o.Prefix)
+		if o.AcceptStore2Revert {
+			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "--accept-store2-revert", o.Log); err != nil {
+				return nil, err
+			}
+		}
 		return &Result{AlreadyDone: true, Done: d}, nil
 	}
 
@@ -171,13 +189,24 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 	if err := r.checkSource(ctx); err != nil {
 		return nil, err
 	}
+	// Online, a role that cannot freeze store2 is refused before anything
+	// is written, rather than after the copy.
+	if !o.Offline {
+		missing, err := r.canFreeze(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if missing != "" {
+			return nil, fmt.Errorf("%w: %s; or stop the components and migrate offline (--offline)", ErrCannotFreeze, missing)
+		}
+		r.freeze.fr = m.Source.(Freezer)
+	}
 
 	// 2. The lock; losing it cancels the work.
 	lock, err := r.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r.lock = lock
 	r.fence = Fence{LockKey: LockKey(o.Prefix), Session: lock.Session()}
 	work, cancel := context.WithCancelCause(ctx)
 	go func() {
@@ -189,19 +218,15 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 	}()
 	defer func() {
 		cancel(nil)
-		// 9. Release the lock, even when interrupted.
-		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer ucancel()
-		if err := lock.Unlock(uctx); err != nil {
-			o.Log.Warnf("release lock %q: %v", r.fence.LockKey, err)
-		}
+		r.release(ctx, lock) // 9.
+		r.thaw(ctx, err)     // a freeze without .done
 	}()
 
 	// 3. Under the lock: done meanwhile, or failed elsewhere meanwhile.
 	if d, present, err := r.readDone(work); err != nil {
 		return nil, r.cause(ctx, work, err)
 	} else if present {
-		o.Log.Infof("Migration has already been performed (key %q exists)", doneKey)
+		logAlreadyDone(o.Log, o.Prefix)
 		return &Result{AlreadyDone: true, Done: d}, nil
 	}
 	if st, err := readStatus(work, m.KV, o.Prefix); err != nil {
@@ -212,493 +237,200 @@ func (m *Migrator) Run(ctx context.Context) (*Result, error) {
 		o.Log.Errorf("%v", err)
 		return &Result{Elsewhere: st, FailedRecords: st.FailedRecords}, err
 	}
+	// A freeze without .done is an earlier migration's, killed during its
+	// cutover: under the lock, no one else can complete behind it.
+	r.releaseOrphanFreeze(work)
 
 	// 4 to 8.
-	o.Log.Infof("Starting store2 -> store3 migration...")
-	res, err := r.migrate(work)
-	if r.statusStop != nil {
-		r.statusStop()
-	}
+	logStarting(o.Log)
+	res, err = r.migrate(work)
 	if err != nil {
 		err = r.cause(ctx, work, err)
 		res.Took = time.Since(r.clock)
-		o.Log.Errorf("Migration store2 -> store3 failed (took: %s, records migrated: %d, records failed: %d): %v",
-			res.Took, r.stored.Load(), res.Failed, err)
-		if r.statusOn {
-			r.finalStatus(ctx, StateFailed, err.Error())
-		}
+		logFailed(o.Log, res.Took, r.counts.done.Load(), res.Failed, err)
+		r.status.finish(ctx, StateFailed, err.Error(), r.now())
 		return res, err
 	}
-	r.finalStatus(ctx, StateDone, "")
+	r.status.finish(ctx, StateDone, "", r.now())
 	return res, nil
 }
 
-// migrate runs steps 4 to 8, starting over from a new snapshot when store2
-// fails transiently mid-stream.
+// migrate runs steps 4 to 8: the snapshot copy, then, online, catch-up and
+// cutover, offline, verification and the check that store2 did not change;
+// then the done key.
 func (r *run) migrate(ctx context.Context) (*Result, error) {
-	for attempt := 1; ; attempt++ {
-		res, err := r.attempt(ctx)
-		var se *sourceError
-		if err == nil || !errors.As(err, &se) || !IsTransient(err) || attempt >= r.o.Attempts || ctx.Err() != nil {
-			return res, err
-		}
-		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
-		if err := sleep(ctx, r.o.Retry.Max); err != nil {
-			return res, err
-		}
-	}
-}
-
-// attempt is steps 4 to 8 on one snapshot.
-func (r *run) attempt(ctx context.Context) (*Result, error) {
 	o := r.o
 	res := &Result{}
-	r.stored.Store(0)
-	r.failMu.Lock()
-	r.failed, r.failures = 0, nil
-	r.failMu.Unlock()
-
-	// 4. One consistent snapshot of store2. A store2 that was never used is
-	// refused before anything is written.
-	var snap Snapshot
-	err := r.retry(ctx, "open store2 snapshot", func() error {
-		var err error
-		snap, err = r.m.Source.Snapshot(ctx)
-		return err
-	})
+	read, err := r.copyPhase(ctx)
+	res.Migrated = r.counts.done.Load()
+	res.Failed, res.FailedRecords = r.fails.get()
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = snap.Close(cctx) // read only: nothing to lose
-	}()
-	total, err := snap.Count(ctx)
-	if err != nil {
-		return res, &sourceError{fmt.Errorf("count store2 records: %w", err)}
-	}
-	r.total.Store(total)
-	r.limits = r.m.KV.Limits(ctx)
-	if err := r.startStatus(ctx); err != nil {
-		return res, err
-	}
 
-	// 5. Wipe the leftovers of an earlier attempt.
-	if err := r.wipe(ctx); err != nil {
-		return res, err
+	var final Tally
+	if o.Offline {
+		start := time.Now()
+		if err = r.verify(ctx, read); err == nil {
+			err = r.checkUnchanged(ctx, read)
+		}
+		r.times.verify = time.Since(start)
+		final = read
+	} else {
+		start := time.Now()
+		err = r.catchUp(ctx)
+		r.times.catchUp = time.Since(start)
+		if err == nil {
+			final, err = r.cutover(ctx)
+		}
 	}
-
-	// 6, 7. Copy, several transactions in flight; record failures counted.
-	read, err := r.copy(ctx, snap)
-	res.Migrated = r.stored.Load()
-	r.failMu.Lock()
-	res.Failed, res.FailedRecords = r.failed, r.failures
-	r.failMu.Unlock()
+	res.Rounds, res.CaughtUp = r.rounds, r.caughtUp
+	res.Failed, res.FailedRecords = r.fails.get()
 	if err != nil {
 		return res, err
 	}
-	if res.Failed > 0 {
-		first := res.FailedRecords[0]
-		return res, fmt.Errorf("%w: %d of %d records (first: bucket %q key %q: %s)",
-			ErrRecordFailures, res.Failed, total, first.Bucket, first.Key, first.Reason)
-	}
 
-	// 8. Verify count and digest, then write the done key.
-	var held Tally
-	var foreign []string
-	var nForeign int
-	err = r.retry(ctx, "verify store3", func() error {
-		var err error
-		held, foreign, nForeign, err = tallyStore(ctx, r.m.KV, o.Prefix)
-		return err
-	})
-	if err != nil {
-		return res, err
-	}
-	if !held.Equal(read) || nForeign > 0 {
-		return res, fmt.Errorf("%w: store2 snapshot has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
-			ErrMismatch, read.Count, read.Digest, held.Count, held.Digest, nForeign, foreign)
-	}
+	// 8. The done key, then the line operators wait for.
+	start := time.Now()
 	took := time.Since(r.clock)
 	done := &Done{
 		Component: o.Component, Host: o.Hostname, PID: o.PID,
-		Started: Time{r.start}, Finished: Time{o.Now().UTC()}, Took: took.String(),
-		RecordsMigrated: read.Count, Digest: read.Digest.String(), ToolVersion: o.ToolVersion,
+		Started: Time{r.start}, Finished: r.now(), Took: took.String(),
+		RecordsMigrated: final.Count, Digest: final.Digest.String(), ToolVersion: o.ToolVersion,
 	}
+	if !r.freeze.at.IsZero() {
+		res.FrozenFor = time.Since(r.freeze.at)
+		done.FrozenFor = res.FrozenFor.String()
+	}
+	r.freeze.doneTried = true
 	if err := r.writeDone(ctx, done); err != nil {
 		return res, err
 	}
-	res.Done, res.Took = done, took
-	o.Log.Infof("Migrated store2 -> store3 (took: %s, records migrated: %d, records failed: %d)", took, read.Count, res.Failed)
+	r.freeze.doneWritten = true
+	r.times.done = time.Since(start)
+	res.Done, res.Took, res.Migrated = done, took, final.Count
+	logMigrated(o.Log, took, final.Count, res.Failed)
+	if !o.Offline {
+		logFrozenFor(o.Log, res.FrozenFor)
+	}
+	logPhaseTimings(o.Log, r.times, res)
 	return res, nil
+}
+
+// copyPhase is steps 4 to 7, starting over from a new snapshot when store2
+// fails transiently mid-stream. It returns the tally of what was copied.
+func (r *run) copyPhase(ctx context.Context) (Tally, error) {
+	for attempt := 1; ; attempt++ {
+		read, err := r.copyAttempt(ctx)
+		var se *sourceError
+		if err == nil || !errors.As(err, &se) || !IsTransient(err) || attempt >= r.o.Attempts || ctx.Err() != nil {
+			return read, err
+		}
+		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
+		if err := sleep(ctx, r.o.Retry.Max); err != nil {
+			return read, err
+		}
+	}
+}
+
+// copyAttempt is steps 4 to 7 on one snapshot.
+func (r *run) copyAttempt(ctx context.Context) (Tally, error) {
+	o := r.o
+	r.counts.done.Store(0)
+	r.fails.reset()
+
+	// 4. One consistent snapshot of store2.
+	start := time.Now()
+	snap, err := openSnapshot(ctx, r.m.Source, o.Retry, o.Log)
+	if err != nil {
+		return Tally{}, err
+	}
+	defer closeSnapshot(ctx, snap, o.Log)
+	total, err := snap.Count(ctx)
+	if err != nil {
+		return Tally{}, &sourceError{fmt.Errorf("count store2 records: %w", err)}
+	}
+	r.counts.total.Store(total)
+	r.limits = r.m.KV.Limits(ctx)
+	if err := r.startStatus(ctx); err != nil {
+		return Tally{}, err
+	}
+	r.times.open = time.Since(start)
+
+	// 5. Wipe the leftovers of an earlier attempt.
+	start = time.Now()
+	if err := r.wipe(ctx); err != nil {
+		return Tally{}, err
+	}
+	r.times.wipe = time.Since(start)
+
+	// 6, 7. Copy, several transactions in flight; record failures counted.
+	start = time.Now()
+	read, err := r.copy(ctx, snap)
+	r.times.copy = time.Since(start)
+	if err != nil {
+		return read, err
+	}
+	return read, r.fails.err(total)
+}
+
+// verify is step 8's check: store3 holds what was read, and nothing else.
+func (r *run) verify(ctx context.Context, read Tally) error {
+	var held Tally
+	var foreign []string
+	var nForeign int
+	err := r.retry(ctx, "verify store3", func() error {
+		var err error
+		held, foreign, nForeign, err = tallyStore(ctx, r.m.KV, r.o.Prefix)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !held.Equal(read) || nForeign > 0 {
+		return fmt.Errorf("%w: store2 snapshot has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
+			ErrMismatch, read.Count, read.Digest, held.Count, held.Digest, nForeign, foreign)
+	}
+	return nil
 }
 
 // checkSource opens and closes a store2 snapshot, retrying transient
 // failures, to refuse a store2 that was never used before anything else.
 func (r *run) checkSource(ctx context.Context) error {
-	return r.retry(ctx, "open store2 snapshot", func() error {
-		snap, err := r.m.Source.Snapshot(ctx)
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		return snap.Close(cctx)
-	})
-}
-
-// acquire is step 2: wait for the lock, reaping a dead holder on this host.
-func (r *run) acquire(ctx context.Context) (Lock, error) {
-	o, key := r.o, LockKey(r.o.Prefix)
-	var deadline time.Time
-	if o.LockTimeout > 0 {
-		deadline = r.clock.Add(o.LockTimeout)
-	}
-	var transientSince time.Time
-	holder := ""
-	for {
-		wait := o.LockWait
-		if !deadline.IsZero() {
-			wait = max(min(wait, time.Until(deadline)), 10*time.Millisecond)
-		}
-		l, err := r.m.Locker.TryLock(ctx, key, wait)
-		switch {
-		case err == nil:
-			return l, nil
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
-		case errors.Is(err, ErrLockBusy):
-			transientSince = time.Time{}
-			prev := holder
-			holder = r.reapDeadHolder(ctx)
-			if holder != prev && holder != "" {
-				// Once per holder: the operator reading this host's log
-				// learns why nothing happens here, and where to look.
-				o.Log.Infof("Waiting for lock %q, held%s", key, holder)
-			}
-		case IsTransient(err):
-			if transientSince.IsZero() {
-				transientSince = time.Now()
-			} else if time.Since(transientSince) > o.Retry.GiveUp {
-				return nil, fmt.Errorf("take lock %q: %w", key, err)
-			}
-			o.Log.Warnf("take lock %q: %v (retrying)", key, err)
-			if err := sleep(ctx, o.Retry.Min); err != nil {
-				return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
-			}
-		default:
-			return nil, fmt.Errorf("take lock %q: %w", key, err)
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return nil, fmt.Errorf("%w: %q still held after %s%s", ErrLockBusy, key, o.LockTimeout, holder)
-		}
-	}
-}
-
-// reapDeadHolder destroys the session of a holder that .status names on
-// this host with a pid that no longer exists. It returns a description of
-// the holder for errors.
-func (r *run) reapDeadHolder(ctx context.Context) string {
-	o := r.o
-	st, err := ReadState(ctx, r.m.KV, o.Prefix)
-	if err != nil || st.Status == nil || st.LockSession == "" {
-		return ""
-	}
-	s := st.Status
-	desc := fmt.Sprintf(" by host %s pid %d (session %s, state %s)", s.Host, s.PID, st.LockSession, s.State)
-	if s.Session != st.LockSession {
-		return fmt.Sprintf(" by session %s", st.LockSession)
-	}
-	if s.Host != o.Hostname || s.PID == o.PID || o.PIDAlive(s.PID) {
-		return desc
-	}
-	o.Log.Warnf("Lock %q is held by pid %d on this host (%s), which no longer exists: destroying its session %s",
-		LockKey(o.Prefix), s.PID, s.Host, s.Session)
-	if err := r.m.Locker.DestroySession(ctx, s.Session); err != nil {
-		o.Log.Warnf("destroy session %s: %v", s.Session, err)
-	}
-	return desc
-}
-
-// wipe is step 5: delete every key under the prefix but migration/, in
-// fenced transactions.
-func (r *run) wipe(ctx context.Context) error {
-	prefix := r.o.Prefix
-	if err := CheckPrefix(prefix); err != nil {
-		return err
-	}
-	var keys []string
-	if err := r.retry(ctx, "list store3 keys", func() error {
-		var err error
-		keys, err = r.m.KV.Keys(ctx, prefix, "/")
-		return err
-	}); err != nil {
-		return err
-	}
-	var ops []Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		err := r.txn(ctx, fmt.Sprintf("wipe %q", ops[0].Key), ops)
-		ops = ops[:0]
-		return err
-	}
-	size := BodySize(1, fenceSize(r.fence))
-	for _, k := range keys {
-		op := Op{Verb: VerbDeleteTree, Key: k}
-		switch {
-		case k == migrationDir(prefix):
-			continue
-		case k == prefix || !strings.HasSuffix(k, "/"):
-			op.Verb = VerbDelete
-		}
-		n := opSize(op.Verb, op.Key, 0, 0, 0, "") + 1
-		if len(ops)+2 > r.limits.MaxOps || size+n > r.limits.MaxBody {
-			if err := flush(); err != nil {
-				return err
-			}
-			size = BodySize(1, fenceSize(r.fence))
-		}
-		ops = append(ops, op)
-		size += n
-	}
-	return flush()
-}
-
-// copy is steps 6 and 7: stream the snapshot into batches written by
-// InFlight workers. It returns the tally of the records it read and sent,
-// and waits for every worker before returning.
-func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
-	o := r.o
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	b := NewBatcher(r.limits, r.fence, o.InFlight+1)
-	batches := make(chan *Batch)
-	var (
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		workErr error
-	)
-	for range o.InFlight {
-		wg.Go(func() {
-			for x := range batches {
-				if ctx.Err() == nil {
-					if err := r.txn(ctx, "copy "+x.describe(), x.Ops); err != nil {
-						errOnce.Do(func() { workErr = err; cancel(err) })
-					} else {
-						r.progress(r.stored.Add(x.Records))
-					}
-				}
-				b.Recycle(x)
-			}
-		})
-	}
-	send := func(x *Batch) error {
-		select {
-		case batches <- x:
-			return nil
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	}
-	var read Tally
-	scanErr := snap.Scan(ctx, func(rec *Record) error {
-		key, maxLen, reason := r.check(rec, b)
-		if reason == "" && len(rec.Data) > maxLen {
-			reason = sizeFailure(r.limits, len(rec.Data), maxLen)
-		}
-		if reason != "" {
-			r.recordFailure(rec, reason)
-			return nil
-		}
-		read.Add(key[len(o.Prefix):], rec.Version, rec.Data)
-		if full := b.Add(key, uint64(rec.Version), rec.Data); full != nil {
-			return send(full)
-		}
-		return nil
-	})
-	if scanErr == nil {
-		if last := b.Flush(); last != nil {
-			scanErr = send(last)
-		}
-	}
-	close(batches)
-	wg.Wait()
-	switch {
-	case workErr != nil:
-		return read, workErr
-	case ctx.Err() != nil:
-		return read, context.Cause(ctx)
-	case scanErr != nil:
-		return read, &sourceError{fmt.Errorf("read store2: %w", scanErr)}
-	}
-	return read, nil
-}
-
-// check returns the store key of a record and the largest data it may
-// carry, or why it cannot be stored.
-func (r *run) check(rec *Record, b *Batcher) (key string, maxLen int, reason string) {
-	if rec.Bucket == "migration" {
-		return "", 0, `bucket "migration" is reserved for the migration's own keys`
-	}
-	key, err := StoreKey(r.o.Prefix, rec.Bucket, rec.Key)
+	snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
 	if err != nil {
-		return "", 0, "cannot escape: " + err.Error()
-	}
-	return key, b.MaxData(key, uint64(rec.Version)), ""
-}
-
-func (r *run) recordFailure(rec *Record, reason string) {
-	r.o.Log.Errorf("Record failure: bucket %q, key %q: %s", rec.Bucket, rec.Key, reason)
-	r.failMu.Lock()
-	defer r.failMu.Unlock()
-	r.failed++
-	if len(r.failures) < MaxFailedRecords {
-		r.failures = append(r.failures, FailedRecord{Bucket: rec.Bucket, Key: rec.Key, Reason: reason})
-	}
-}
-
-func (r *run) progress(done int64) {
-	if r.o.Progress == nil {
-		return
-	}
-	r.progressMu.Lock()
-	defer r.progressMu.Unlock()
-	r.o.Progress(done, r.total.Load())
-}
-
-// writeDone writes .done behind the fence and check-not-exists. When that
-// fails (a rolled-back retry after a leader change), a .done naming this
-// process is success.
-func (r *run) writeDone(ctx context.Context, d *Done) error {
-	key := DoneKey(r.o.Prefix)
-	ops := []Op{{Verb: VerbCheckNotExists, Key: key}, {Verb: VerbSet, Key: key, Value: encodeJSON(d)}}
-	err := r.txn(ctx, fmt.Sprintf("write %q", key), ops)
-	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	got, present, rerr := r.readDone(ctx)
-	if rerr == nil && present && got != nil && got.Host == d.Host && got.PID == d.PID && got.Started.Equal(d.Started.Time) {
-		r.o.Log.Warnf("%v; %q names this process: it was written", err, key)
-		*d = *got
-		return nil
-	}
-	return err
-}
-
-// readDone reads .done; present is true for any value there, even one that
-// does not decode: its presence is what means "migrated".
-func (r *run) readDone(ctx context.Context) (d *Done, present bool, err error) {
-	err = r.retry(ctx, "read .done", func() error {
-		p, err := r.m.KV.Get(ctx, DoneKey(r.o.Prefix))
-		if err != nil || p == nil {
-			return err
-		}
-		present = true
-		if d, err = decodeDone(p.Value); err != nil {
-			r.o.Log.Warnf("%q exists but does not decode: %v", DoneKey(r.o.Prefix), err)
-		}
-		return nil
-	})
-	return d, present, err
-}
-
-// status builds .status as of now.
-func (r *run) status(state, errText string) Status {
-	o := r.o
-	now := Time{o.Now().UTC()}
-	s := Status{
-		State: state, Component: o.Component, Host: o.Hostname, PID: o.PID, Session: r.fence.Session,
-		Started: Time{r.start}, Updated: now,
-		RecordsDone: r.stored.Load(), RecordsTotal: r.total.Load(), Error: errText,
-	}
-	if state != StateRunning {
-		s.Finished = now
-	}
-	r.failMu.Lock()
-	s.FailedRecords = append([]FailedRecord(nil), r.failures...)
-	r.failMu.Unlock()
-	return s
-}
-
-func (r *run) putStatus(ctx context.Context, s Status) error {
-	return r.m.KV.Txn(ctx, r.fence, []Op{{Verb: VerbSet, Key: StatusKey(r.o.Prefix), Value: encodeJSON(s)}})
-}
-
-// startStatus writes the running status, then rewrites it every
-// StatusEvery until statusStop.
-func (r *run) startStatus(ctx context.Context) error {
-	if err := r.retry(ctx, "write .status", func() error { return r.putStatus(ctx, r.status(StateRunning, "")) }); err != nil {
-		return err
-	}
-	if r.statusOn {
-		return nil
-	}
-	r.statusOn = true
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(r.o.StatusEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				if err := r.putStatus(ctx, r.status(StateRunning, "")); err != nil && ctx.Err() == nil {
-					r.o.Log.Warnf("write .status: %v", err)
-				}
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	r.statusStop = func() { close(stop); <-stopped }
+	closeSnapshot(ctx, snap, r.o.Log)
 	return nil
 }
 
-// finalStatus writes the last .status, even after an interrupt; it cannot
-// once the lock is lost, and says so.
-func (r *run) finalStatus(ctx context.Context, state, errText string) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := r.retry(fctx, "write .status", func() error { return r.putStatus(fctx, r.status(state, errText)) }); err != nil {
-		r.o.Log.Warnf("cannot record %q in %q: %v", state, StatusKey(r.o.Prefix), err)
+// startStatus writes the running status and keeps it current.
+func (r *run) startStatus(ctx context.Context) error {
+	if r.status == nil {
+		o := r.o
+		r.status = &statusWriter{
+			kv: r.m.KV, key: StatusKey(o.Prefix), fence: r.fence, every: o.StatusEvery, log: o.Log, retry: o.Retry,
+			base: Status{Component: o.Component, Host: o.Hostname, PID: o.PID, Session: r.fence.Session, Started: Time{r.start}},
+			count: func() (int64, int64, []FailedRecord) {
+				_, list := r.fails.get()
+				return r.counts.done.Load(), r.counts.total.Load(), list
+			},
+			phase: PhaseCopying,
+		}
 	}
+	return r.status.start(ctx, r.now)
 }
+
+func (r *run) now() Time { return Time{r.o.Now().UTC()} }
 
 // txn writes ops behind the fence, retrying transient errors.
 func (r *run) txn(ctx context.Context, what string, ops []Op) error {
 	return r.retry(ctx, what, func() error { return r.m.KV.Txn(ctx, r.fence, ops) })
 }
 
-// retry calls fn until it succeeds, fails for good, or transient errors
-// have lasted Retry.GiveUp, with capped exponential backoff.
 func (r *run) retry(ctx context.Context, what string, fn func() error) error {
-	b := r.o.Retry
-	delay, start := b.Min, time.Now()
-	for {
-		err := fn()
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, ErrLockLost):
-			return fmt.Errorf("%s: %w", what, err)
-		case ctx.Err() != nil:
-			return context.Cause(ctx)
-		case !IsTransient(err):
-			return fmt.Errorf("%s: %w", what, err)
-		case time.Since(start) > b.GiveUp:
-			return fmt.Errorf("%s: gave up after %s: %w", what, b.GiveUp, err)
-		}
-		r.o.Log.Warnf("%s: %v (retrying in %s)", what, err, delay)
-		if err := sleep(ctx, delay); err != nil {
-			return err
-		}
-		delay = min(2*delay, b.Max)
-	}
+	return retry(ctx, r.o.Retry, r.o.Log, what, fn)
 }
 
 // cause names why the work stopped: an interrupt, a lost lock, or err.
@@ -712,140 +444,49 @@ func (r *run) cause(parent, work context.Context, err error) error {
 	return err
 }
 
-// DryRunReport is what a dry run found.
-type DryRunReport struct {
-	Prefix           string
-	DoneExists       bool
-	Done             *Done
-	Limits           Limits
-	PermissionOK     bool
-	PermissionReason string
-	Buckets          []BucketReport // in byte order
-	Records          int64
-	Failed           []FailedRecord // every one
-	Took             time.Duration
+// The lines operators grep for (DESIGN.md quotes them), logged here so
+// that their source is migrator.go.
+
+func logAlreadyDone(log Logger, prefix string) {
+	log.Infof("Migration has already been performed (key %q exists)", DoneKey(prefix))
 }
 
-// BucketReport counts one bucket's records.
-type BucketReport struct {
-	Bucket  string
-	Records int64
-	Bytes   int64
+func logStarting(log Logger) { log.Infof("Starting store2 -> store3 migration...") }
+
+func logMigrated(log Logger, took time.Duration, migrated, failed int64) {
+	log.Infof("Migrated store2 -> store3 (took: %s, records migrated: %d, records failed: %d)", took, migrated, failed)
 }
 
-// DryRun checks, without a lock and without writing, what a real run
-// would: steps 1 and 4, and every check of 5 to 8 that needs no write. Its
-// error wraps ErrDryRunFailed when a real run would fail.
-func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
-	o := m.Opts.withDefaults()
-	r := &run{m: m, o: o, start: o.Now().UTC(), clock: time.Now()}
-	rep := &DryRunReport{Prefix: o.Prefix}
-	if err := CheckPrefix(o.Prefix); err != nil {
-		return rep, err
-	}
-	o.Log.Infof("Starting store2 -> store3 dry run...")
-	d, present, err := r.readDone(ctx)
-	if err != nil {
-		return rep, err
-	}
-	rep.DoneExists, rep.Done = present, d
-	if present {
-		o.Log.Infof("Migration has already been performed (key %q exists)", DoneKey(o.Prefix))
-	}
-	rep.Limits = m.KV.Limits(ctx)
-	if rep.PermissionOK, rep.PermissionReason, err = probeWrite(ctx, m.KV, o.Prefix); err != nil {
-		return rep, err
-	}
-
-	var snap Snapshot
-	if err := r.retry(ctx, "open store2 snapshot", func() error {
-		var err error
-		snap, err = m.Source.Snapshot(ctx)
-		return err
-	}); err != nil {
-		return rep, err
-	}
-	defer snap.Close(context.WithoutCancel(ctx))
-	// A real run's fence: the lock key and a session id's length.
-	b := NewBatcher(rep.Limits, Fence{LockKey: LockKey(o.Prefix), Session: strings.Repeat("0", sessionLen)}, 0)
-	r.limits = rep.Limits
-	err = r.retry(ctx, "read store2", func() error {
-		rep.Buckets, rep.Records, rep.Failed = nil, 0, nil
-		return snap.Scan(ctx, func(rec *Record) error {
-			rep.Records++
-			if n := len(rep.Buckets); n == 0 || rep.Buckets[n-1].Bucket != rec.Bucket {
-				rep.Buckets = append(rep.Buckets, BucketReport{Bucket: rec.Bucket})
-			}
-			br := &rep.Buckets[len(rep.Buckets)-1]
-			br.Records++
-			br.Bytes += int64(len(rec.Data))
-			_, maxLen, reason := r.check(rec, b)
-			if reason == "" && len(rec.Data) > maxLen {
-				reason = sizeFailure(rep.Limits, len(rec.Data), maxLen)
-			}
-			if reason != "" {
-				o.Log.Errorf("Record failure: bucket %q, key %q: %s", rec.Bucket, rec.Key, reason)
-				rep.Failed = append(rep.Failed, FailedRecord{Bucket: rec.Bucket, Key: rec.Key, Reason: reason})
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return rep, err
-	}
-	rep.Took = time.Since(r.clock)
-	o.Log.Infof("Dry run store2 -> store3 (took: %s, records checked: %d, records failed: %d)", rep.Took, rep.Records, len(rep.Failed))
-	switch {
-	case rep.DoneExists:
-		return rep, nil // a real run would stop at step 1
-	case !rep.PermissionOK:
-		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.PermissionReason)
-	case len(rep.Failed) > 0:
-		f := rep.Failed[0]
-		return rep, fmt.Errorf("%w: %w: %d of %d records (first: bucket %q key %q: %s)",
-			ErrDryRunFailed, ErrRecordFailures, len(rep.Failed), rep.Records, f.Bucket, f.Key, f.Reason)
-	}
-	return rep, nil
+func logFailed(log Logger, took time.Duration, migrated, failed int64, err error) {
+	log.Errorf("Migration store2 -> store3 failed (took: %s, records migrated: %d, records failed: %d): %v", took, migrated, failed, err)
 }
 
-// probeWrite asks whether the token may write under prefix without
-// writing: a transaction whose first op, a check-index no key can pass,
-// rolls back the set that follows it. Consul checks ACLs of every op before
-// applying any, so a token that may not write is refused for that instead.
-func probeWrite(ctx context.Context, kv KV, prefix string) (ok bool, reason string, err error) {
-	key := migrationDir(prefix) + ".dry-run-probe"
-	err = kv.Txn(ctx, Fence{}, []Op{
-		{Verb: VerbCheckIndex, Key: key, Index: math.MaxUint64},
-		{Verb: VerbSet, Key: key, Value: []byte("dry run")},
-	})
-	if err == nil {
-		return true, fmt.Sprintf("probe %q was not rolled back: delete it", key), nil
-	}
-	msg := err.Error()
-	if l := strings.ToLower(msg); strings.Contains(l, "permission denied") || strings.Contains(l, "acl not found") || strings.Contains(l, "403") {
-		return false, fmt.Sprintf("write under %q refused: %s", prefix, msg), nil
-	}
-	var te *TxnError
-	if errors.As(err, &te) {
-		return true, "write permitted (probe rolled back by its check-index)", nil
-	}
-	return false, "", fmt.Errorf("probe write permission under %q: %w", prefix, err)
+func logRecordFailure(log Logger, rec *Record, reason string) {
+	log.Errorf("Record failure: bucket %q, key %q: %s", rec.Bucket, rec.Key, reason)
 }
 
-// sourceError is a store2 failure mid-stream: a transient one starts the
-// attempt over from a new snapshot.
-type sourceError struct{ err error }
+func logDryRunStart(log Logger) { log.Infof("Starting store2 -> store3 dry run...") }
 
-func (e *sourceError) Error() string { return e.err.Error() }
-func (e *sourceError) Unwrap() error { return e.err }
+func logDryRun(log Logger, took time.Duration, checked int64, failed int) {
+	log.Infof("Dry run store2 -> store3 (took: %s, records checked: %d, records failed: %d)", took, checked, failed)
+}
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
+func logCatchUpRound(log Logger, round int, c *reconciled) {
+	log.Infof("Catch-up round %d: %d records changed in store2 (%d set, %d deleted)", round, c.changes(), c.set, c.deleted)
+}
+
+func logFrozen(log Logger, table string) {
+	log.Infof("store2 frozen for writes (trigger %s on %s)", FreezeName, table)
+}
+
+func logUnfrozen(log Logger, why string) { log.Warnf("store2 unfrozen: %s", why) }
+
+func logFrozenFor(log Logger, d time.Duration) {
+	log.Infof("store2 was frozen for %s (freeze to .done); it stays frozen: its components now use store3", d)
+}
+
+// logPhaseTimings is the line the benchmark parses.
+func logPhaseTimings(log Logger, t phaseTimes, res *Result) {
+	log.Infof("Phase timings: open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s)",
+		t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor)
 }

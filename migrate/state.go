@@ -70,6 +70,9 @@ type FailedRecord struct {
 // Status is the content of <prefix>migration/.status.
 type Status struct {
 	State         string         `json:"state"`
+	Phase         string         `json:"phase"` // PhaseCopying, PhaseCatchingUp, PhaseCutover, PhaseDone, PhaseFailed
+	Round         int            `json:"round"` // the last catch-up round that finished, 0 before the first
+	Delta         int64          `json:"delta"` // the records that round changed
 	Component     string         `json:"component"`
 	Host          string         `json:"host"`
 	PID           int            `json:"pid"`
@@ -107,6 +110,9 @@ type Done struct {
 	RecordsFailed   int64  `json:"records_failed"`
 	Digest          string `json:"digest"`
 	ToolVersion     string `json:"tool_version"`
+	// FrozenFor is how long store2 refused writes, freeze to .done (a Go
+	// duration); empty for an offline migration, which froze nothing.
+	FrozenFor string `json:"frozen_for,omitempty"`
 }
 
 // State is what store3 says about a component's migration.

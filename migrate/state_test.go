@@ -11,10 +11,10 @@ import (
 
 func TestStatusJSON(t *testing.T) {
 	started := time.Date(2026, 11, 25, 21, 0, 0, 123456789, time.FixedZone("x", 3600))
-	s := Status{State: StateRunning, Component: "job_manager", Host: "central-2", PID: 4242, Session: "sid",
+	s := Status{State: StateRunning, Phase: PhaseCatchingUp, Round: 2, Delta: 37, Component: "job_manager", Host: "central-2", PID: 4242, Session: "sid",
 		Started: Time{started}, Updated: Time{started}, RecordsDone: 1200, RecordsTotal: 5000}
 	got := string(encodeJSON(s))
-	want := `{"state":"running","component":"job_manager","host":"central-2","pid":4242,"session":"sid",` +
+	want := `{"state":"running","phase":"catching-up","round":2,"delta":37,"component":"job_manager","host":"central-2","pid":4242,"session":"sid",` +
 		`"started":"2026-11-25T20:00:00.123456789Z","updated":"2026-11-25T20:00:00.123456789Z","finished":"",` +
 		`"records_done":1200,"records_total":5000,"error":"","failed_records":[]}`
 	if got != want {
@@ -39,10 +39,10 @@ func TestStatusJSON(t *testing.T) {
 func TestDoneJSON(t *testing.T) {
 	ts := time.Date(2026, 11, 25, 21, 0, 0, 0, time.UTC)
 	d := Done{Component: "job_manager", Host: "central-2", PID: 4242, Started: Time{ts}, Finished: Time{ts.Add(time.Second)},
-		Took: "1s", RecordsMigrated: 281, Digest: "sha256:00", ToolVersion: "0.1.0"}
+		Took: "1s", RecordsMigrated: 281, Digest: "sha256:00", ToolVersion: "0.1.0", FrozenFor: "350ms"}
 	want := `{"component":"job_manager","host":"central-2","pid":4242,"started":"2026-11-25T21:00:00Z",` +
 		`"finished":"2026-11-25T21:00:01Z","took":"1s","records_migrated":281,"records_failed":0,` +
-		`"digest":"sha256:00","tool_version":"0.1.0"}`
+		`"digest":"sha256:00","tool_version":"0.1.0","frozen_for":"350ms"}`
 	if got := string(encodeJSON(d)); got != want {
 		t.Fatalf("done JSON\n got %s\nwant %s", got, want)
 	}

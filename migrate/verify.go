@@ -243,7 +243,7 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	if err != nil {
 		return nil, fmt.Errorf("open store2 snapshot: %w", err)
 	}
-	defer snap.Close(context.WithoutCancel(ctx))
+	defer closeSnapshot(ctx, snap, discard{})
 
 	srcChunks := map[string]*Tally{}
 	err = snap.Scan(ctx, func(r *Record) error {

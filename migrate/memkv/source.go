@@ -3,6 +3,7 @@ package memkv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -20,10 +21,27 @@ type Source struct {
 	// snapshot n; a non-nil error stops the scan with it.
 	ScanErr func(n, i int) error
 
+	// FreezeErr, when set, is called before each Freeze with its 1-based
+	// number; a non-nil error is returned instead of freezing.
+	FreezeErr func(n int) error
+	// UnfreezeErr, when set, is called before each Unfreeze; a non-nil
+	// error is returned instead.
+	UnfreezeErr func() error
+	// FreezeMissing is what CanFreeze returns: the grant the role lacks.
+	FreezeMissing string
+
 	mu      sync.Mutex
 	records []migrate.Record
 	opened  int
+	freezes int
+	frozen  bool
+	owner   string
+	message string
 }
+
+// ErrFrozen is a write refused because the source is frozen; the error's
+// text is the freeze's message.
+var ErrFrozen = errors.New("read-only transaction (SQLSTATE 25006)")
 
 // NewSource returns a source holding a copy of records.
 func NewSource(records []migrate.Record) *Source {
@@ -54,14 +72,109 @@ func (s *Source) insertLocked(r migrate.Record) {
 	s.records = slices.Insert(s.records, i, r)
 }
 
-// Insert adds or replaces a record; open snapshots do not see it.
+// Insert adds or replaces a record; open snapshots do not see it. A frozen
+// source refuses it with ErrFrozen.
 func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.frozen {
+		return fmt.Errorf("%w: %s", ErrFrozen, s.message)
+	}
 	// Copy on write: snapshots hold the old slice.
 	s.records = slices.Clone(s.records)
 	s.insertLocked(r)
 	return nil
+}
+
+// Delete removes a record, reporting whether it existed; open snapshots
+// still see it. A frozen source refuses it with ErrFrozen.
+func (s *Source) Delete(ctx context.Context, bucket, key string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.frozen {
+		return false, fmt.Errorf("%w: %s", ErrFrozen, s.message)
+	}
+	i, found := slices.BinarySearchFunc(s.records, migrate.Record{Bucket: bucket, Key: key}, compareRecords)
+	if found {
+		s.records = slices.Delete(slices.Clone(s.records), i, i+1)
+	}
+	return found, nil
+}
+
+// Records returns a copy of the records, in order.
+func (s *Source) Records() []migrate.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.records)
+	for i := range out {
+		out[i].Data = slices.Clone(out[i].Data)
+	}
+	return out
+}
+
+// Freeze implements migrate.Freezer: writes are refused from now on.
+func (s *Source) Freeze(ctx context.Context, owner, message string) error {
+	s.mu.Lock()
+	s.freezes++
+	n := s.freezes
+	s.mu.Unlock()
+	if s.FreezeErr != nil {
+		if err := s.FreezeErr(n); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen, s.owner, s.message = true, owner, message
+	return nil
+}
+
+// Unfreeze implements migrate.Freezer.
+func (s *Source) Unfreeze(ctx context.Context, decide func(owner string) (bool, error)) (bool, error) {
+	if s.UnfreezeErr != nil {
+		if err := s.UnfreezeErr(); err != nil {
+			return false, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	// The lock is held while decide runs, as the real freeze holds the
+	// table's lock: no freeze can slip in between.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.frozen {
+		return false, nil
+	}
+	ok, err := decide(s.owner)
+	if err != nil || !ok {
+		return false, err
+	}
+	s.frozen, s.owner, s.message = false, "", ""
+	return true, nil
+}
+
+// Frozen implements migrate.Freezer.
+func (s *Source) Frozen(ctx context.Context) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner, s.frozen, nil
+}
+
+// CanFreeze implements migrate.Freezer: FreezeMissing.
+func (s *Source) CanFreeze(ctx context.Context) (string, error) { return s.FreezeMissing, nil }
+
+// FrozenTable implements migrate.Freezer.
+func (s *Source) FrozenTable() string { return "store2_records" }
+
+// Freezes returns how many times Freeze was called.
+func (s *Source) Freezes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.freezes
 }
 
 // Opened returns how many snapshots were opened.
