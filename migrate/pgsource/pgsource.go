@@ -40,6 +40,9 @@ type Config struct {
 	Table string
 	// ConnectTimeout applies when the URL sets none (default 10s).
 	ConnectTimeout time.Duration
+	// FreezeLockTimeout bounds one attempt of the freeze to wait for the
+	// writers in flight (default DefaultFreezeLockTimeout).
+	FreezeLockTimeout time.Duration
 }
 
 // Source reads one component's store2.
@@ -48,6 +51,8 @@ type Source struct {
 	table    string // as configured, for messages
 	quoted   string // quoted for SQL
 	password string // to scrub from errors
+
+	freezeLockTimeout time.Duration
 }
 
 var _ migrate.Source = (*Source)(nil)
@@ -79,7 +84,11 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = "deployhook"
 	}
-	return &Source{conn: cc, table: table, quoted: pgx.Identifier{table}.Sanitize(), password: cc.Password}, nil
+	src := &Source{conn: cc, table: table, quoted: pgx.Identifier{table}.Sanitize(), password: cc.Password, freezeLockTimeout: cfg.FreezeLockTimeout}
+	if src.freezeLockTimeout <= 0 {
+		src.freezeLockTimeout = DefaultFreezeLockTimeout
+	}
+	return src, nil
 }
 
 // parse parses connString, naming db when the connection string and the
