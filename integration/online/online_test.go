@@ -43,7 +43,7 @@ func TestOnlineWriters(t *testing.T) {
 		w.waitWritesAfter(p.end, 40, "the writer after the migration")
 		checkTruncateRefused(t, env.PG, db, prefix)
 		st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
-		t.Logf("run %d: %v; catch-up: %q", i, st, catchUpRE.FindAllString(p.err.String(), -1))
+		t.Logf("run %d: %v\n%s", i, st, progressLines(p.err.String()))
 		runs++
 	}
 }
@@ -129,6 +129,20 @@ func TestOnlineConsulFailover(t *testing.T) {
 			poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(t, follower.Addr()) })
 		}
 	}
+}
+
+// progressLines are the catch-up, freeze and timing lines of a log.
+func progressLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		for _, s := range []string{catchUpLine, "store2 frozen for", "store2 was frozen", "store2 unfrozen", "Phase timings"} {
+			if i := strings.Index(l, s); i >= 0 {
+				out = append(out, l[i:])
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // lastMatch returns the last line of log that contains s.
