@@ -138,7 +138,7 @@ func TestOnlineKill9AtFreeze(t *testing.T) {
 	scenario(t, "online-kill9-at-freeze", 1, 1, &runs)
 	env := newEnv(t)
 	db, prefix := names("kill9")
-	seed(t, env, db, 20000)
+	seed(t, env, db, 10000)
 	logDir := filepath.Join(env.Dir, "log", db)
 	conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, LogDir: logDir, Name: db + ".conf"})
 	froze := freezeListener(t, env.PG, db)
@@ -210,7 +210,7 @@ func TestOnlineLockLoss(t *testing.T) {
 			env := newEnv(t)
 			addr := env.Consul.Addr()
 			db, prefix := names("lockloss_" + strings.ReplaceAll(tc.name, "-", "_"))
-			seed(t, env, db, 20000)
+			seed(t, env, db, 10000)
 			conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Name: db + ".conf"})
 			var froze <-chan time.Time
 			if tc.atFreez {
@@ -233,11 +233,11 @@ func TestOnlineLockLoss(t *testing.T) {
 			} else if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
 				t.Fatalf("migrate logged no catch-up round:\n%s", p)
 			}
+			destroyedAt := time.Now()
 			destroyIndex, atDestroy := destroyLockSession(t, addr, prefix)
 			if !tc.atFreez && frozen(t, env.PG, db) {
 				t.Fatalf("store2 already frozen when the session was destroyed: not during catch-up")
 			}
-			destroyedAt := time.Now()
 			code := p.wait(t, 3*time.Minute)
 			if d, ok := readDone(t, addr, prefix); ok {
 				t.Fatalf(".done present after the lock was lost (exit %d, .done %+v): the destroy came too late or the fence is broken\n%s", code, d, p)

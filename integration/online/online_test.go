@@ -97,7 +97,7 @@ func TestOnlineConsulFailover(t *testing.T) {
 			}
 		}
 		db, prefix := names(fmt.Sprintf("failover%02d", i))
-		seed(t, env, db, 20000)
+		seed(t, env, db, 10000)
 		conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Address: follower.Addr(), Name: db + ".conf"})
 		w := startWriter(t, env, db, writerRate)
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +83,11 @@ func TestOnlineTriggerPrivilege(t *testing.T) {
 		t.Errorf("run's refusal does not name the grant (TRIGGER on %s):\n%s", table, r)
 	}
 	if _, err := os.Stat(filepath.Join(logDir, "deployhook.pid")); err == nil {
-		t.Errorf("run started a worker (pid file in %s)", logDir)
+		// Stop it, so that what follows tests a migration of our own.
+		pid := workerPID(t, logDir, 0)
+		syscall.Kill(pid, syscall.SIGKILL)
+		reapPID(t, pid, 30*time.Second)
+		t.Errorf("run started a worker (pid %d) although the role cannot freeze store2:\n%s", pid, readLogDir(logDir))
 	}
 	if kv, _ := clitest.RawKVAt(t, env.Consul.Addr(), "", prefix); len(kv) > 0 {
 		var keys []string
