@@ -85,6 +85,13 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 	if log == nil {
 		log = discard{}
 	}
+	// A cheap read first: the unfreeze itself locks the table against
+	// writers, which `run` must not do on every deploy.
+	if _, frozen, err := fr.Frozen(ctx); err != nil {
+		return false, fmt.Errorf("read the freeze of store2 (%s): %w", fr.FrozenTable(), err)
+	} else if !frozen {
+		return false, nil
+	}
 	refused := error(nil)
 	dropped, err := fr.Unfreeze(ctx, func(owner string) (bool, error) {
 		done, err := kv.Get(ctx, DoneKey(prefix))

@@ -144,12 +144,14 @@ func migrationCode(ctx context.Context, err error) int {
 		return exitOK
 	case errors.Is(err, migrate.ErrInterrupted), ctx.Err() != nil:
 		return exitInterrupted
-	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix):
+	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix),
+		errors.Is(err, migrate.ErrMigrated), errors.Is(err, migrate.ErrFreezeInUse):
 		return exitInvalid
 	case errors.Is(err, migrate.ErrLockBusy):
 		return exitLock
 	case errors.Is(err, migrate.ErrRecordFailures), errors.Is(err, migrate.ErrMismatch), errors.Is(err, migrate.ErrDryRunFailed),
-		errors.Is(err, migrate.ErrFailedElsewhere), errors.Is(err, migrate.ErrLockLost):
+		errors.Is(err, migrate.ErrFailedElsewhere), errors.Is(err, migrate.ErrLockLost),
+		errors.Is(err, migrate.ErrCannotFreeze), errors.Is(err, migrate.ErrStore2Changed):
 		return exitFailed
 	}
 	return exitFailure

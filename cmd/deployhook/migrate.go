@@ -29,7 +29,10 @@ func migrateCommand() *cli.Command {
 		Usage:     "migrate one component from store2 to store3 in the foreground (or dry-run it)",
 		ArgsUsage: " ",
 		Description: `Takes the component's Consul lock, copies every store2 record into store3
-with fenced transactions, verifies the copy and writes the done marker.
+with fenced transactions, catches up with what the running components wrote
+meanwhile, freezes store2 for writes, verifies the copy against the frozen
+store2 and writes the done marker (--offline: no catch-up and no freeze; the
+components must be stopped).
 Exit codes: 0 done or already done, 1 unexpected failure, 2 usage,
 3 invalid or refused, 4 lock timeout, 5 migration failed, 6 interrupted.`,
 		Flags: []cli.Flag{
@@ -37,6 +40,8 @@ Exit codes: 0 done or already done, 1 unexpected failure, 2 usage,
 			&cli.BoolFlag{Name: "dry_run_store_migration", Usage: "check everything a migration needs without writing anything"},
 			&cli.DurationFlag{Name: "lock-timeout", Usage: "give up (exit 4) when the lock is not acquired within `D`; 0 waits for ever"},
 			&cli.DurationFlag{Name: "retry-for", Value: 2 * time.Minute, Usage: "keep retrying an unreachable PostgreSQL or Consul for `D` before giving up (exit 1)"},
+			offlineFlag, catchUpThresholdFlag, catchUpRoundsFlag,
+			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "when the migration is done, unfreeze store2 anyway (components back on store2 lose what store3 got since)"},
 			workerFlag,
 		},
 		Action: runMigrate,
@@ -90,6 +95,14 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		Retry:       migrate.Backoff{GiveUp: c.Duration("retry-for")},
 		ToolVersion: version,
 		Log:         newLog(w),
+
+		Offline:            c.Bool(offlineFlag.Name),
+		CatchUpThreshold:   c.Int(catchUpThresholdFlag.Name),
+		CatchUpRounds:      c.Int(catchUpRoundsFlag.Name),
+		AcceptStore2Revert: c.Bool("accept-store2-revert"),
+	}
+	if opts.CatchUpThreshold < 0 || opts.CatchUpRounds < 0 {
+		return exitf(exitUsage, "--%s and --%s must not be negative", catchUpThresholdFlag.Name, catchUpRoundsFlag.Name)
 	}
 	if bar != nil {
 		opts.Progress = bar.Update
@@ -143,3 +156,14 @@ func runWorker(c *cli.Context, comp *validate.Component) error {
 
 // pidFileName is the worker's pid file inside the component's log directory.
 const pidFileName = "deployhook.pid"
+
+// The online migration's flags, on migrate and on run (which hands them to
+// its worker).
+var (
+	offlineFlag = &cli.BoolFlag{Name: "offline",
+		Usage: "no catch-up and no freeze of store2 (roles that may not create a trigger): stop the components first; a store2 that changed fails the migration"}
+	catchUpThresholdFlag = &cli.IntFlag{Name: "catch-up-threshold", Value: 100,
+		Usage: "freeze store2 once a catch-up round changes at most `N` records"}
+	catchUpRoundsFlag = &cli.IntFlag{Name: "catch-up-rounds", Value: 10,
+		Usage: "freeze store2 after at most `N` catch-up rounds"}
+)

@@ -32,6 +32,14 @@ func writeDryRun(w io.Writer, comp *validate.Component, r *migrate.DryRunReport)
 	} else {
 		fmt.Fprintf(w, "  permission:   DENIED: %s\n", r.PermissionReason)
 	}
+	switch {
+	case !r.Online:
+		fmt.Fprintf(w, "  freeze:       not needed (--offline): stop the components before migrating\n")
+	case r.FreezeOK:
+		fmt.Fprintf(w, "  freeze:       the store2 role may freeze the table for the cutover\n")
+	default:
+		fmt.Fprintf(w, "  freeze:       DENIED: %s\n", r.FreezeReason)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "  \tbucket\trecords\tbytes\t")
 	for _, b := range r.Buckets {
@@ -42,7 +50,7 @@ func writeDryRun(w io.Writer, comp *validate.Component, r *migrate.DryRunReport)
 	for _, f := range r.Failed {
 		fmt.Fprintf(w, "  failing record: bucket %q key %q: %s\n", f.Bucket, f.Key, f.Reason)
 	}
-	if len(r.Failed) == 0 && r.PermissionOK {
+	if len(r.Failed) == 0 && r.PermissionOK && (!r.Online || r.FreezeOK) {
 		fmt.Fprintf(w, "  result:       a real run would succeed\n")
 	} else {
 		fmt.Fprintf(w, "  result:       a real run would FAIL; fix the records or settings above first\n")

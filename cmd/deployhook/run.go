@@ -41,7 +41,8 @@ Exit codes: 0 started or nothing to do, 2 usage, 3 invalid or refused.`,
 		Flags: []cli.Flag{
 			confFlag, kindFlag, migrateFlag, hostnameFlag,
 			&cli.BoolFlag{Name: "accept-empty-store3", Usage: "start components on store3 without migrating although store2 holds records"},
-			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost)"},
+			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost); unfreezes store2"},
+			offlineFlag, catchUpThresholdFlag, catchUpRoundsFlag,
 		},
 		Action: runRun,
 	}
@@ -84,6 +85,9 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 				"set db.kind = store3, or pass --accept-store2-revert if losing those changes is intended", doneKey)
 		case done:
 			log.Warnf("%s: going back to store2 although store3 was migrated (--accept-store2-revert): changes made in store3 since are not in store2", comp.Name)
+			unfreezeStore2(ctx, log, comp, true, "--accept-store2-revert: "+comp.Name+" goes back to store2")
+		default:
+			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done, and "+comp.Name+" uses store2")
 		}
 		log.Infof("%s uses store2: nothing to migrate", comp.Name)
 		return nil
@@ -98,6 +102,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 			log.Warnf("%s: skipped the empty-store3 check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
 			return nil
 		}
+		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 		has, err := store2HasRecords(ctx, comp)
 		switch {
 		case errors.Is(err, migrate.ErrNeverUsed):
@@ -123,6 +128,8 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		// The worker retries store3 itself; a slow Consul must not make
 		// the deploy skip the migration.
 		log.Warnf("%s: store3 did not answer within %v (%v); starting the migration anyway, it retries", comp.Name, checkTimeout, err)
+	} else {
+		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 	}
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
@@ -160,8 +167,8 @@ func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
 // checkTimeout. A store2 that was never used holds none, and says so with an
 // error wrapping migrate.ErrNeverUsed.
 func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, error) {
-	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
-		return false, errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
+	if err := store2Configured(comp); err != nil {
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
@@ -178,6 +185,46 @@ func store2HasRecords(ctx context.Context, comp *validate.Component) (bool, erro
 		return false, fmt.Errorf("store2 did not answer within %v: %w", checkTimeout, err)
 	}
 	return has, nil
+}
+
+// store2Configured says why store2 is not configured, if it is not.
+func store2Configured(comp *validate.Component) error {
+	if comp.Postgres.URL == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGSERVICE") == "" {
+		return errors.New("store2 is not configured (no db.postgres.url, PGHOST or PGSERVICE)")
+	}
+	return nil
+}
+
+// unfreezeTimeout bounds run's unfreeze: a read of the catalog, and when
+// store2 is frozen, one attempt to lock the table past its writers.
+const unfreezeTimeout = 5 * time.Second
+
+// unfreezeStore2 drops a freeze of store2 that no migration can complete
+// behind: one an earlier migration left when it was killed during its
+// cutover (and, with acceptRevert, the freeze behind .done). It leaves a
+// running migration's freeze alone, and never holds up the deploy: it is
+// bounded, and its failures are warnings (the next migration unfreezes
+// too).
+func unfreezeStore2(ctx context.Context, log *logrus.Entry, comp *validate.Component, acceptRevert bool, why string) {
+	if store2Configured(comp) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, unfreezeTimeout)
+	defer cancel()
+	src, kv, err := stores(ctx, comp)
+	if err != nil {
+		log.Warnf("%s: skipped the check for a freeze of store2: %v", comp.Name, err)
+		return
+	}
+	defer src.Close()
+	_, err = migrate.Unfreeze(ctx, src, kv, comp.Consul.Prefix, acceptRevert, why, log)
+	switch {
+	case errors.Is(err, migrate.ErrFreezeInUse), errors.Is(err, migrate.ErrMigrated):
+		log.Infof("%s: store2 stays frozen: %v", comp.Name, err)
+	case errors.Is(err, migrate.ErrNeverUsed):
+	case err != nil:
+		log.Warnf("%s: skipped the check for a freeze of store2: %v", comp.Name, err)
+	}
 }
 
 // startWorker starts `deployhook migrate --worker` for comp, detached: in a
@@ -214,6 +261,14 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 	}
 	if c.IsSet(migrateFlag.Name) {
 		args = append(args, "-"+migrateFlag.Name+"="+strconv.FormatBool(c.Bool(migrateFlag.Name)))
+	}
+	if c.Bool(offlineFlag.Name) {
+		args = append(args, "--"+offlineFlag.Name)
+	}
+	for _, f := range []*cli.IntFlag{catchUpThresholdFlag, catchUpRoundsFlag} {
+		if c.IsSet(f.Name) {
+			args = append(args, "--"+f.Name, strconv.Itoa(c.Int(f.Name)))
+		}
 	}
 	if err := cloexecInherited(); err != nil {
 		return 0, false, withCode(exitFailure, err)

@@ -35,6 +35,7 @@ type componentState struct {
 	Component string          `json:"component"`
 	Prefix    string          `json:"prefix"`
 	State     string          `json:"state"` // not migrated, running, failed, done
+	Phase     string          `json:"phase"` // copying, catching-up, cutover, done, failed; "" when not migrated
 	Lock      lockState       `json:"lock"`
 	Status    *migrate.Status `json:"status,omitempty"`
 	Done      *migrate.Done   `json:"done,omitempty"`
@@ -88,9 +89,12 @@ func readComponentState(c *cli.Context, comp *validate.Component) (componentStat
 		Status:    st.Status,
 		Done:      st.Done,
 	}
+	if st.Status != nil {
+		row.Phase = st.Status.Phase
+	}
 	switch {
 	case st.Done != nil:
-		row.State = "done"
+		row.State, row.Phase = "done", migrate.PhaseDone
 	case st.Status != nil && st.Status.State == "running" && row.Lock.Held:
 		row.State = "running"
 	case st.Status != nil && st.Status.State == "running":
@@ -114,6 +118,9 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			host, when = fmt.Sprintf("%s (pid %d)", d.Host, d.PID), stamp(d.Finished.Time)
 			records = fmt.Sprintf("%d", d.RecordsMigrated)
 			detail = "took " + d.Took
+			if d.FrozenFor != "" {
+				detail += ", store2 frozen for " + d.FrozenFor + " (it stays frozen)"
+			}
 		case r.Status != nil:
 			s := r.Status
 			host, when = fmt.Sprintf("%s (pid %d)", s.Host, s.PID), stamp(s.Updated.Time)
@@ -129,7 +136,11 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 		if r.Lock.Held && r.Done == nil {
 			detail = lockHolder(r) + "; " + detail
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Component, r.State, host, when, records, detail)
+		state := r.State
+		if r.State == "running" && r.Status != nil && r.Status.Phase != "" {
+			state += " (" + phaseText(r.Status) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Component, state, host, when, records, detail)
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -140,6 +151,18 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			fmt.Fprintf(w, "%s: failed record: bucket %q key %q: %s\n", r.Component, f.Bucket, f.Key, f.Reason)
 		}
 	}
+}
+
+// phaseText says where a running migration is: "copying", "catching-up,
+// round 2: 37 changed", "cutover, store2 frozen".
+func phaseText(s *migrate.Status) string {
+	switch {
+	case s.Phase == migrate.PhaseCatchingUp && s.Round > 0:
+		return fmt.Sprintf("%s, round %d: %d changed", s.Phase, s.Round, s.Delta)
+	case s.Phase == migrate.PhaseCutover:
+		return s.Phase + ", store2 frozen"
+	}
+	return s.Phase
 }
 
 // stamp formats a time for the table: UTC, to the second.

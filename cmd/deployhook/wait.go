@@ -74,7 +74,11 @@ func runWait(c *cli.Context) error {
 				report(out, lastSeen, comp.Name, fmt.Sprintf("%s: earlier attempt failed; waiting for the new one to start", comp.Name))
 			case "running":
 				s := row.Status
-				report(out, lastSeen, comp.Name, fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID))
+				msg := fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID)
+				if s.Phase != "" {
+					msg += ": " + phaseText(s)
+				}
+				report(out, lastSeen, comp.Name, msg)
 			default:
 				msg := fmt.Sprintf("%s: not migrated yet", comp.Name)
 				if row.Lock.Held {
