@@ -102,7 +102,7 @@ func TestOnlineConsulFailover(t *testing.T) {
 		w := startWriter(t, env, db, writerRate)
 
 		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host",
-			"--catch-up-threshold", "0", "--catch-up-rounds", "30")
+			"--catch-up-threshold", "0", "--catch-up-rounds", "4")
 		if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
 			t.Fatalf("migrate logged no catch-up round before it exited:\n%s", p)
 		}
@@ -119,7 +119,7 @@ func TestOnlineConsulFailover(t *testing.T) {
 		}
 		w.waitWritesAfter(p.end, 40, "the writer after the migration")
 		st := checkMigrated(t, migrated{env: env, addr: follower.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
-		t.Logf("run %d: %v", i, st)
+		t.Logf("run %d: %v\n%s", i, st, progressLines(p.err.String()))
 
 		runs++
 		if i+1 < count(ci, long) {
