@@ -44,7 +44,24 @@ func TestOnlineWriters(t *testing.T) {
 		checkTruncateRefused(t, env.PG, db, prefix)
 		st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
 		t.Logf("run %d: %v\n%s", i, st, progressLines(p.err.String()))
+		checkUnfreezeAfterDone(t, env, conf, db)
 		runs++
+	}
+}
+
+// checkUnfreezeAfterDone: after .done the freeze stays; `unfreeze` refuses
+// to drop it without --accept-store2-revert, and drops it (logged) with it.
+func checkUnfreezeAfterDone(t *testing.T, env *clitest.Env, conf, db string) {
+	t.Helper()
+	if r := env.Run("unfreeze", "-f", conf); r.Code == 0 || !frozen(t, env.PG, db) {
+		t.Errorf("unfreeze after .done without --accept-store2-revert: exit %d, frozen %t; want a refusal and the freeze kept\n%s", r.Code, frozen(t, env.PG, db), r)
+	}
+	r := env.Run("unfreeze", "-f", conf, "--accept-store2-revert")
+	if r.Code != 0 || frozen(t, env.PG, db) {
+		t.Errorf("unfreeze --accept-store2-revert: exit %d, frozen %t; want 0 and store2 writable\n%s", r.Code, frozen(t, env.PG, db), r)
+	}
+	if !strings.Contains(r.Stdout+r.Stderr, unfrozenLine) {
+		t.Errorf("unfreeze --accept-store2-revert does not log %q:\n%s", unfrozenLine, r)
 	}
 }
 
