@@ -41,6 +41,7 @@ fuzz-smoke:
 	tools/fuzz-smoke.sh validate/dconf FuzzParse $(FUZZEXECS)
 	tools/fuzz-smoke.sh migrate FuzzEscape $(FUZZEXECS)
 	tools/fuzz-smoke.sh migrate/consulkv FuzzKVList $(FUZZEXECS)
+	tools/fuzz-smoke.sh migrate/consulkv FuzzKVListConsul $(FUZZEXECS)
 
 cookbook-test: deps
 	cookbook/test.sh
@@ -60,7 +61,8 @@ soak: deps consul
 	SOAK=1 $(GO) test -race -count=1 -timeout 120m -tags integration ./integration/...
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=10m ./validate/dconf/
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
-	$(GO) test -run=NONE -fuzz=FuzzKVList -fuzztime=10m ./migrate/consulkv/
+	$(GO) test -run=NONE -fuzz=^FuzzKVList$$ -fuzztime=10m ./migrate/consulkv/
+	$(GO) test -run=NONE -fuzz=^FuzzKVListConsul$$ -fuzztime=10m ./migrate/consulkv/
 
 clean:
 	rm -rf $(BIN)/deployhook .demo

@@ -6,4 +6,4 @@ description      'Renders the deployhook component confs on central hosts and ru
                  'store2 -> store3 migration of the Job Manager, Package Manager and ' \
                  'Auth Server through `deployhook run` and `deployhook wait`.'
 version          '0.1.0'
-chef_version     '>= 12.1' if respond_to?(:chef_version)
+chef_version     '>= 15.3' # unified_mode custom resources

@@ -16,6 +16,9 @@ type reconciled struct {
 	set, deleted int64
 	foreign      int      // keys under the prefix no record can produce
 	foreignKeys  []string // at most maxForeign of them
+	// skipped: the snapshot's marker says store2 did not change since the
+	// snapshot store3 equals; nothing was compared.
+	skipped bool
 }
 
 func (c *reconciled) changes() int64 { return c.set + c.deleted }
@@ -31,26 +34,31 @@ var maxDiffKeys int64 = 1 << 18
 // deletes for keys store2 no longer has. Before .done the prefix belongs to
 // the migration alone: store2 wins. Records that cannot be stored are
 // record failures (ErrRecordFailures), found before anything is written.
-func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconciled, error) {
-	res := &reconciled{}
+// When mayskip and the snapshot's marker equals the one store3 was made
+// equal to, store2 did not change: nothing is compared.
+func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool) (res *reconciled, err error) {
+	res = &reconciled{}
 	prefix := r.o.Prefix
 	b := r.newBatcher()
+	marker := r.marker(ctx, snap)
+	if mayskip && marker != "" && marker == r.writtenMarker && r.written != nil {
+		res.skipped = true
+		for _, t := range r.written {
+			res.source.Merge(*t)
+		}
+		res.store = res.source
+		return res, nil
+	}
 
-	srcChunks := map[string]*Tally{}
-	err := snap.Scan(ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+	srcChunks := chunkTallies{}
+	err = snap.Scan(ctx, func(rec *Record) error {
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
 		rel := key[len(prefix):]
-		c := chunkID(rel)
-		t := srcChunks[c]
-		if t == nil {
-			t = &Tally{}
-			srcChunks[c] = t
-		}
-		t.Add(rel, rec.Version, rec.Data)
+		srcChunks.add(rel, rec.Version, rec.Data)
 		return nil
 	})
 	if err != nil {
@@ -63,7 +71,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		return res, r.fails.err(res.source.Count + n)
 	}
 
-	var storeChunks map[string]*Tally
+	var storeChunks chunkTallies
 	err = r.retry(ctx, "list store3", func() error {
 		res.foreign, res.foreignKeys = 0, nil
 		var err error
@@ -76,6 +84,15 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 	})
 	if err != nil {
 		return res, err
+	}
+	// store3 holds what this migration wrote, or someone else writes
+	// there: a migration that repaired that silently would hide a writer
+	// that ignores the lock.
+	if r.written != nil {
+		if c := r.written.firstDiffer(storeChunks); c != "" {
+			return res, fmt.Errorf("%w: store3 changed behind the migration's back: chunk %q under %q does not hold what the migration wrote there",
+				ErrMismatch, c, prefix)
+		}
 	}
 	var differ []string
 	for c, t := range storeChunks {
@@ -90,9 +107,15 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		}
 	}
 	if len(differ) == 0 {
+		r.written, r.writtenMarker = srcChunks, marker // store3 equals this snapshot
 		return res, nil
 	}
 	slices.Sort(differ)
+	if apply {
+		// Unknown until every change is written: a round that fails half
+		// way leaves store3 between two states.
+		r.written, r.writtenMarker = nil, ""
+	}
 
 	var w *writers
 	send := func(*Batch) error { return nil }
@@ -110,6 +133,11 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (*reconc
 		differ = differ[n:]
 	}
 	if apply {
+		defer func() {
+			if err == nil {
+				r.written, r.writtenMarker = srcChunks, marker
+			}
+		}()
 		var se *sourceError
 		if errors.As(err, &se) {
 			err = w.wait(se.err)
@@ -147,7 +175,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 	for _, c := range chunks {
 		in[c] = true
 		err := r.retry(ctx, fmt.Sprintf("list %q", prefix+c), func() error {
-			return scanPairs(ctx, r.m.KV, prefix+c, func(p *Pair) error {
+			return r.m.KV.Scan(ctx, prefix+c, func(p *Pair) error {
 				if _, _, err := ParseStoreKey(prefix, p.Key); err == nil {
 					held[p.Key[len(prefix):]] = heldKey{int64(p.Flags), sha256.Sum256(p.Value)}
 				}
@@ -159,7 +187,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 		}
 	}
 	err := snap.Scan(ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			return nil // counted on the first pass
 		}
@@ -198,14 +226,14 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 // catchUpRound is one round of catch-up: a new snapshot, reconciled with
 // store3. A transient store2 failure takes another snapshot: a round can be
 // repeated, it only ever makes store3 equal a snapshot.
-func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
+func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, error) {
 	r.rounds++
 	for attempt := 1; ; attempt++ {
 		snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
 		if err != nil {
 			return nil, err
 		}
-		res, err := r.reconcile(ctx, snap, true)
+		res, err := r.reconcile(ctx, snap, true, mayskip)
 		closeSnapshot(ctx, snap, r.o.Log)
 		var se *sourceError
 		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
@@ -219,6 +247,9 @@ func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
 			return nil, err
 		}
 		r.caughtUp += res.changes()
+		if res.skipped {
+			r.o.Log.Infof("store2 did not change since the last snapshot: catch-up round %d compares nothing", r.rounds)
+		}
 		logCatchUpRound(r.o.Log, r.rounds, res)
 		return res, nil
 	}
@@ -230,7 +261,7 @@ func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
 func (r *run) catchUp(ctx context.Context) error {
 	r.status.setPhase(ctx, PhaseCatchingUp, 0, 0, r.now())
 	for range r.o.CatchUpRounds {
-		res, err := r.catchUpRound(ctx)
+		res, err := r.catchUpRound(ctx, true)
 		if err != nil {
 			return err
 		}
@@ -252,7 +283,7 @@ func (r *run) checkUnchanged(ctx context.Context, copied Tally) error {
 		return err
 	}
 	defer closeSnapshot(ctx, snap, r.o.Log)
-	res, err := r.reconcile(ctx, snap, false)
+	res, err := r.reconcile(ctx, snap, false, true)
 	if err != nil {
 		return err
 	}

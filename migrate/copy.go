@@ -56,43 +56,67 @@ func (r *run) wipe(ctx context.Context) error {
 
 // copy is steps 6 and 7: stream the snapshot into batches written by
 // InFlight workers. It returns the tally of the records it read and sent,
-// and waits for every worker before returning.
+// and waits for every worker before returning. What it wrote is kept chunk
+// by chunk, for the catch-up to tell store3 changed behind the migration's
+// back from store2 changed.
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
+	written := chunkTallies{}
+	r.written, r.writtenMarker = nil, ""
+	marker := r.marker(ctx, snap)
 	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
-		key, reason := r.check(rec, b)
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
-		read.Add(key[len(r.o.Prefix):], rec.Version, rec.Data)
+		rel := key[len(r.o.Prefix):]
+		read.Add(rel, rec.Version, rec.Data)
+		written.add(rel, rec.Version, rec.Data)
 		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
 	})
 	if scanErr == nil {
 		scanErr = w.send(b.Flush())
 	}
-	return read, w.wait(scanErr)
+	err := w.wait(scanErr)
+	if err == nil {
+		r.written, r.writtenMarker = written, marker
+	}
+	return read, err
+}
+
+// chunkTallies tally records chunk by chunk (chunkID).
+type chunkTallies map[string]*Tally
+
+func (c chunkTallies) add(rel string, version int64, data []byte) {
+	id := chunkID(rel)
+	t := c[id]
+	if t == nil {
+		t = &Tally{}
+		c[id] = t
+	}
+	t.Add(rel, version, data)
+}
+
+// firstDiffer returns a chunk whose tally differs between c and o, "" when
+// none does.
+func (c chunkTallies) firstDiffer(o chunkTallies) string {
+	for id, t := range c {
+		if u := o[id]; u == nil || !u.Equal(*t) {
+			return id
+		}
+	}
+	for id := range o {
+		if c[id] == nil {
+			return id
+		}
+	}
+	return ""
 }
 
 func (r *run) newBatcher() *Batcher { return NewBatcher(r.limits, r.fence, r.o.InFlight+1) }
-
-// check returns the store key of a record, or why it cannot be stored
-// behind b's fence: the one place the record checks live.
-func (r *run) check(rec *Record, b *Batcher) (key, reason string) {
-	if rec.Bucket == "migration" {
-		return "", `bucket "migration" is reserved for the migration's own keys`
-	}
-	key, err := StoreKey(r.o.Prefix, rec.Bucket, rec.Key)
-	if err != nil {
-		return "", "cannot escape: " + err.Error()
-	}
-	if maxLen := b.MaxData(key, uint64(rec.Version)); len(rec.Data) > maxLen {
-		return "", sizeFailure(r.limits, len(rec.Data), maxLen)
-	}
-	return key, ""
-}
 
 // writers is a pool of InFlight workers writing batches behind the fence.
 // The first failure cancels ctx; wait returns it.

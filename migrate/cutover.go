@@ -39,7 +39,7 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 	logFrozen(o.Log, f.fr.FrozenTable())
 	for range maxCutoverPasses {
 		passStart := time.Now()
-		res, err := r.catchUpRound(ctx)
+		res, err := r.catchUpRound(ctx, false) // the verification: never skipped
 		if err != nil {
 			return Tally{}, err
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 )
 
@@ -72,9 +71,8 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 		return rep, err
 	}
 	defer closeSnapshot(ctx, snap, o.Log)
-	// A real run's fence: the lock key and a session id's length.
 	r.limits = rep.Limits
-	b := NewBatcher(rep.Limits, Fence{LockKey: LockKey(o.Prefix), Session: strings.Repeat("0", sessionLen)}, 0)
+	b := SizingBatcher(rep.Limits, o.Prefix)
 	err = r.retry(ctx, "read store2", func() error {
 		rep.Buckets, rep.Records, rep.Failed = nil, 0, nil
 		return snap.Scan(ctx, func(rec *Record) error {
@@ -85,7 +83,7 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 			br := &rep.Buckets[len(rep.Buckets)-1]
 			br.Records++
 			br.Bytes += int64(len(rec.Data))
-			if _, reason := r.check(rec, b); reason != "" {
+			if _, reason := CheckRecord(r.o.Prefix, rec, b); reason != "" {
 				logRecordFailure(o.Log, rec, reason)
 				rep.Failed = append(rep.Failed, FailedRecord{Bucket: rec.Bucket, Key: rec.Key, Reason: reason})
 			}
@@ -125,9 +123,8 @@ func probeWrite(ctx context.Context, kv KV, prefix string) (ok bool, reason stri
 	if err == nil {
 		return true, fmt.Sprintf("probe %q was not rolled back: delete it", key), nil
 	}
-	msg := err.Error()
-	if l := strings.ToLower(msg); strings.Contains(l, "permission denied") || strings.Contains(l, "acl not found") || strings.Contains(l, "403") {
-		return false, fmt.Sprintf("write under %q refused: %s", prefix, msg), nil
+	if errors.Is(err, ErrPermissionDenied) {
+		return false, fmt.Sprintf("write under %q refused: %v", prefix, err), nil
 	}
 	var te *TxnError
 	if errors.As(err, &te) {

@@ -124,3 +124,25 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 	}
 	return dropped, refused
 }
+
+// SnapshotMarker is a Snapshot that can tell cheaply whether store2 changed
+// between two snapshots: two snapshots with equal markers see the same
+// records. Markers may differ although the records did not (a marker may
+// cover more than the table); they never match when the records differ.
+type SnapshotMarker interface {
+	Marker(ctx context.Context) (string, error)
+}
+
+// marker returns snap's marker, "" when it has none.
+func (r *run) marker(ctx context.Context, snap Snapshot) string {
+	m, ok := snap.(SnapshotMarker)
+	if !ok {
+		return ""
+	}
+	s, err := m.Marker(ctx)
+	if err != nil {
+		r.o.Log.Warnf("read the store2 snapshot's marker: %v (comparing in full)", err)
+		return ""
+	}
+	return s
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -117,25 +116,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// CheckPrefix refuses a prefix that could wipe foreign data: empty, "/",
-// not ending in "/", starting with "/", with an empty, "." or ".."
-// segment, or with fewer than two segments.
-func CheckPrefix(prefix string) error {
-	trimmed, ok := strings.CutSuffix(prefix, "/")
-	segs := strings.Split(trimmed, "/")
-	switch {
-	case !ok || trimmed == "":
-		return fmt.Errorf("%w %q: it must end in \"/\" and name at least two segments", ErrDangerousPrefix, prefix)
-	case len(segs) < 2:
-		return fmt.Errorf("%w %q: fewer than two segments", ErrDangerousPrefix, prefix)
-	}
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return fmt.Errorf("%w %q: empty, \".\" or \"..\" segment", ErrDangerousPrefix, prefix)
-		}
-	}
-	return nil
-}
+// CheckPrefix lives in rules.go with the other rules of the store contract.
 
 // run is one invocation of Run (or DryRun).
 type run struct {
@@ -152,8 +133,12 @@ type run struct {
 	// and the freeze.
 	rounds   int
 	caughtUp int64
-	freeze   freezeState
-	times    phaseTimes
+	written  chunkTallies // what store3 holds, chunk by chunk; nil: unknown
+	// writtenMarker is the marker of the snapshot store3 equals, "" when
+	// unknown.
+	writtenMarker string
+	freeze        freezeState
+	times         phaseTimes
 }
 
 func newRun(m *Migrator, o Options) *run {

@@ -491,3 +491,66 @@ func TestStatusShowsPhases(t *testing.T) {
 		t.Fatalf("phases %q, want %q", phases, want)
 	}
 }
+
+// A key of store3 corrupted behind the copy's back fails the migration,
+// online as offline: the catch-up must not repair it silently, as if store2
+// had changed.
+func TestCorruptionBehindTheCopyFails(t *testing.T) {
+	for _, offline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offline=%t", offline), func(t *testing.T) {
+			e := onlineEnv(t, 300)
+			e.m.Opts.Offline = offline
+			first, _ := migrate.StoreKey(prefix, "jobs", "job::/sandbox/admin::web000")
+			batches := 0
+			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+				if len(ops) > 10 {
+					if batches++; batches == 3 {
+						e.kv.Put(first, []byte("tampered"), 1)
+					}
+				}
+				return nil
+			}
+			_, err := e.m.Run(context.Background())
+			if !errors.Is(err, migrate.ErrMismatch) {
+				t.Fatalf("error %v, want ErrMismatch", err)
+			}
+			if st, _ := migrate.ReadState(context.Background(), e.kv, prefix); st.Done != nil {
+				t.Fatal(".done written")
+			}
+			if _, frozen, _ := e.src.Frozen(context.Background()); frozen {
+				t.Fatal("store2 left frozen")
+			}
+		})
+	}
+}
+
+// An idle store2 is not compared again after the copy: the snapshot's
+// marker says it did not change. The cutover's pass, the verification, is
+// never skipped.
+func TestCatchUpSkipsUnchangedStore2(t *testing.T) {
+	for _, noMarker := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no marker=%t", noMarker), func(t *testing.T) {
+			e := onlineEnv(t, 100)
+			e.src.NoMarker = noMarker
+			scans := map[int]bool{}
+			var mu sync.Mutex
+			e.src.ScanErr = func(n, i int) error {
+				mu.Lock()
+				scans[n] = true
+				mu.Unlock()
+				return nil
+			}
+			res, err := e.m.Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDoneMatches(t, e)
+			skipped := lineIndex(e.log, "store2 did not change since the last snapshot: catch-up round 1 compares nothing") >= 0
+			// Snapshots: 1 the never-used check, 2 the copy, 3 round 1, 4
+			// the cutover's pass.
+			if skipped == noMarker || scans[3] == !noMarker || !scans[4] || res.Rounds != 2 {
+				t.Fatalf("round 1 skipped %t, scanned %v, %d rounds: %v", skipped, scans, res.Rounds, e.log.lines)
+			}
+		})
+	}
+}

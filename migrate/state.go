@@ -8,27 +8,29 @@ import (
 	"time"
 )
 
-// The states of .status.
+// The states of .status, and StateNotMigrated, which State.Current
+// (rules.go) adds: neither .done nor .status, no migration ever started.
 const (
-	StateRunning = "running"
-	StateFailed  = "failed"
-	StateDone    = "done"
+	StateRunning     = "running"
+	StateFailed      = "failed"
+	StateDone        = "done"
+	StateNotMigrated = "not migrated"
 )
 
 // MaxFailedRecords is how many failed records .status lists.
 const MaxFailedRecords = 100
 
-// The keys under <prefix>migration/.
-func migrationDir(prefix string) string { return prefix + "migration/" }
+// The keys under <prefix>migration/, the reserved bucket's directory.
+func migrationDir(prefix string) string { return prefix + ReservedBucket + "/" }
 
 // LockKey is the key of the migration lock.
-func LockKey(prefix string) string { return prefix + "migration/.lock" }
+func LockKey(prefix string) string { return migrationDir(prefix) + ".lock" }
 
 // StatusKey is the key of .status.
-func StatusKey(prefix string) string { return prefix + "migration/.status" }
+func StatusKey(prefix string) string { return migrationDir(prefix) + ".status" }
 
 // DoneKey is the key of .done.
-func DoneKey(prefix string) string { return prefix + "migration/.done" }
+func DoneKey(prefix string) string { return migrationDir(prefix) + ".done" }
 
 // Time is a time in .status and .done: RFC 3339 with nanoseconds in UTC,
 // "" when zero.

@@ -97,30 +97,25 @@ var DefaultLimits = Limits{MaxOps: 128, MaxBody: 512 * 1024, MaxValue: 512 * 102
 type KV interface {
 	// Get returns the pair at key, or nil and no error when it is absent.
 	Get(ctx context.Context, key string) (*Pair, error)
-	// List returns every pair under prefix, sorted by key.
-	List(ctx context.Context, prefix string) ([]Pair, error)
 	// Keys returns the keys under prefix, sorted, rolled up at the first
 	// separator after the prefix when separator is not empty (as Consul's
 	// ?keys&separator= does).
 	Keys(ctx context.Context, prefix, separator string) ([]string, error)
+	// Scan calls fn for every pair under prefix in key (byte) order,
+	// streamed: memory stays constant however many keys the prefix holds.
+	// The pair, its Value included, is only valid during fn. A non-nil
+	// error from fn stops the scan and is returned as is. An empty prefix
+	// is not an error.
+	Scan(ctx context.Context, prefix string, fn func(*Pair) error) error
 	// Txn applies ops atomically, behind the fence. A transaction the
 	// server rolled back returns a *TxnError; one rolled back because the
-	// fence failed also matches ErrLockLost.
+	// fence failed also matches ErrLockLost, one the token may not make
+	// ErrPermissionDenied. A transaction over the server's limits matches
+	// ErrTooLarge.
 	Txn(ctx context.Context, fence Fence, ops []Op) error
 	// Limits reads the server's limits where the token may, else returns
 	// DefaultLimits with FromServer false.
 	Limits(ctx context.Context) Limits
-	// Index returns the store's current raft index (X-Consul-Index of a
-	// read under prefix): what a dry run must leave unchanged.
-	Index(ctx context.Context, prefix string) (uint64, error)
-}
-
-// PairScanner is a KV that can stream the pairs under a prefix, sorted by
-// key, without holding them all. Verification uses it when the KV has it,
-// so its memory stays constant however large a chunk of keys is. The pair
-// is only valid during fn: implementations may reuse its buffers.
-type PairScanner interface {
-	ScanPairs(ctx context.Context, prefix string, fn func(*Pair) error) error
 }
 
 // Locker takes the migration lock.
@@ -159,6 +154,12 @@ var (
 	ErrRecordFailures  = errors.New("records could not be stored")
 	ErrMismatch        = errors.New("verification mismatch")
 	ErrInterrupted     = errors.New("interrupted")
+	// ErrPermissionDenied is a request the token may not make: every KV
+	// and Locker wraps it, whatever form the store reports it in.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrTooLarge is a transaction the store refused for its size: too
+	// many operations, a body or a value over the server's limits.
+	ErrTooLarge = errors.New("request too large")
 )
 
 // TxnError is a transaction the server rolled back.

@@ -57,8 +57,8 @@ const maxForeignPerChunk = 100
 type foreignKey struct{ key, why string }
 
 // scanStore tallies what store3 holds under prefix outside migration/,
-// chunk by chunk, listInFlight chunks at a time, each streamed when the KV
-// can (PairScanner), so memory stays bounded whatever the store holds. It
+// chunk by chunk, listInFlight chunks at a time, each streamed (KV.Scan),
+// so memory stays bounded whatever the store holds. It
 // returns the tally of every non-empty chunk by chunk id, and the number of
 // foreign keys found, calling foreign (from this goroutine) with those it
 // names. Keys under a bucket whose first byte lies outside the escaped
@@ -110,7 +110,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, foreign func(foreignKe
 		wg.Go(func() {
 			for chunk := range jobs {
 				res := &result{id: chunk[len(prefix):]}
-				res.err = scanPairs(ctx, kv, chunk, func(p *Pair) error {
+				res.err = kv.Scan(ctx, chunk, func(p *Pair) error {
 					if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
 						if res.nForeign++; len(res.foreign) < maxForeignPerChunk {
 							res.foreign = append(res.foreign, foreignKey{p.Key, "foreign key: " + err.Error()})
@@ -161,23 +161,6 @@ func scanStore(ctx context.Context, kv KV, prefix string, foreign func(foreignKe
 		return nil, 0, firstErr
 	}
 	return tallies, nForeign, nil
-}
-
-// scanPairs streams the pairs under prefix when kv can, else lists them.
-func scanPairs(ctx context.Context, kv KV, prefix string, fn func(*Pair) error) error {
-	if s, ok := kv.(PairScanner); ok {
-		return s.ScanPairs(ctx, prefix, fn)
-	}
-	pairs, err := kv.List(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	for i := range pairs {
-		if err := fn(&pairs[i]); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // maxForeign bounds the foreign keys a tally names; it counts them all.
@@ -245,16 +228,15 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	defer closeSnapshot(ctx, snap, discard{})
 
+	b := SizingBatcher(kv.Limits(ctx), prefix)
 	srcChunks := map[string]*Tally{}
 	err = snap.Scan(ctx, func(r *Record) error {
-		rel, err := RelKey(r.Bucket, r.Key)
-		if err == nil && r.Bucket == "migration" {
-			err = fmt.Errorf(`bucket "migration" is reserved`)
-		}
-		if err != nil {
-			add(DiffEntry{Kind: DiffMissing, Bucket: r.Bucket, Key: r.Key, Detail: "cannot be stored: " + err.Error()})
+		key, reason := CheckRecord(prefix, r, b)
+		if reason != "" {
+			add(DiffEntry{Kind: DiffMissing, Bucket: r.Bucket, Key: r.Key, Detail: "cannot be stored: " + reason})
 			return nil
 		}
+		rel := key[len(prefix):]
 		c := chunkID(rel)
 		t := srcChunks[c]
 		if t == nil {
@@ -304,7 +286,7 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	store := map[string]held{}
 	for c := range differ {
-		err := scanPairs(ctx, kv, prefix+c, func(p *Pair) error {
+		err := kv.Scan(ctx, prefix+c, func(p *Pair) error {
 			if _, _, err := ParseStoreKey(prefix, p.Key); err == nil {
 				store[p.Key[len(prefix):]] = held{int64(p.Flags), sha256.Sum256(p.Value), len(p.Value)}
 			}
@@ -316,8 +298,12 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 	var found []DiffEntry
 	err = snap.Scan(ctx, func(r *Record) error {
-		rel, err := RelKey(r.Bucket, r.Key)
-		if err != nil || r.Bucket == "migration" || !differ[chunkID(rel)] {
+		key, reason := CheckRecord(prefix, r, b)
+		if reason != "" {
+			return nil
+		}
+		rel := key[len(prefix):]
+		if !differ[chunkID(rel)] {
 			return nil
 		}
 		h, ok := store[rel]

@@ -2,18 +2,18 @@ package validate
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/hashicorp/hcl/v2"
 )
 
-// The store kinds and the settings keys of DESIGN.md.
+// The settings keys of DESIGN.md; the store kinds and the rules over them
+// are migrate's.
 const (
-	KindStore2 = "store2"
-	KindStore3 = "store3"
-
 	keyKind    = "kind"
 	keyMigrate = "migrate_store2_to_store3"
 	keySection = "component_database"
@@ -260,7 +260,7 @@ func (ck *clusterCheck) settings() {
 		return
 	}
 	switch {
-	case ck.c.Kind == KindStore2:
+	case errors.Is(migrate.CheckSettings(ck.c.Kind, ck.c.Migrate), migrate.ErrStore2WithMigrate):
 		ck.add(withContextOf(errorf(CodeStore2WithMigrate, &ck.migrate.Value.Range,
 			"migrate_store2_to_store3 = true needs kind = store3",
 			`Components refuse to start with kind = store2 and the migration flag on. Set "kind": store3 to migrate, or remove migrate_store2_to_store3 to stay on store2.`,
@@ -285,19 +285,16 @@ func withContextOf(d *hcl.Diagnostic, a, b *dconf.Entry) *hcl.Diagnostic {
 	return d
 }
 
-// storeKinds are the accepted kinds, and aliases are names people use for them.
-var (
-	storeKinds = []string{KindStore2, KindStore3}
-	kindAlias  = map[string]string{
-		"postgres": KindStore2, "postgresql": KindStore2, "pg": KindStore2, "psql": KindStore2,
-		"consul": KindStore3, "kv": KindStore3, "consulkv": KindStore3, "kvstore": KindStore3,
-	}
-)
+// kindAlias maps names people use for the kinds to the kind, for hints.
+var kindAlias = map[string]string{
+	"postgres": migrate.KindStore2, "postgresql": migrate.KindStore2, "pg": migrate.KindStore2, "psql": migrate.KindStore2,
+	"consul": migrate.KindStore3, "kv": migrate.KindStore3, "consulkv": migrate.KindStore3, "kvstore": migrate.KindStore3,
+}
 
 // checkKind returns the kind an entry sets, or a diagnostic naming it as name.
 func checkKind(e *dconf.Entry, name string) (string, *hcl.Diagnostic) {
 	v := e.Value
-	if v.Kind == dconf.String && (v.Str == KindStore2 || v.Str == KindStore3) {
+	if v.Kind == dconf.String && migrate.CheckKind(v.Str) == nil {
 		return v.Str, nil
 	}
 	if broken(v) {
@@ -314,7 +311,7 @@ func kindDiag(k dconf.Kind, s string, subject *hcl.Range, name string) *hcl.Diag
 			fmt.Sprintf("%s must be store2 or store3, not %s", unquote(name), a(k)),
 			fmt.Sprintf("Write %s: store3 (Consul KV) or %s: store2 (PostgreSQL).", name, name))
 	}
-	hint := suggest(s, storeKinds...)
+	hint := suggest(s, migrate.Kinds...)
 	if a, ok := kindAlias[normalize(s)]; ok {
 		hint = a
 	}
@@ -395,7 +392,7 @@ func (ck *clusterCheck) components(root *dconf.Value) {
 	switch {
 	case ck.c.Migrate:
 		cause, why = ck.migrate, "migration is switched on here"
-	case ck.c.Kind == KindStore3:
+	case ck.c.Kind == migrate.KindStore3:
 		cause, why = ck.kind, "kind is store3 here"
 	default:
 		return

@@ -1,11 +1,12 @@
 package validate
 
 import (
+	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/hashicorp/hcl/v2"
 )
@@ -37,9 +38,6 @@ func LookupComponent(name string) (ComponentInfo, bool) {
 	return ComponentInfo{}, false
 }
 
-// DefaultTable is the store2 record table when the conf names none.
-const DefaultTable = "store2_records"
-
 // Component is a loaded component conf (DESIGN.md "Component conf"), with the
 // defaults of its component filled in. Consul.Address, Consul.TokenFile and
 // Postgres.URL stay empty when the file does not set them: the command layer
@@ -48,7 +46,7 @@ type Component struct {
 	Name     string // job_manager | package_manager | auth_server
 	Kind     string // store2 | store3
 	Migrate  bool
-	Postgres struct{ URL, Table string }                 // Table default "store2_records"
+	Postgres struct{ URL, Table string }                 // Table default migrate.DefaultTable
 	Consul   struct{ Address, Prefix, TokenFile string } // Prefix default from component
 	LogDir   string                                      // default from component
 	Database string                                      // jmdb / pmdb / asdb
@@ -67,7 +65,7 @@ type Component struct {
 // the combined settings again.
 func LoadComponent(src []byte, filename string) (*Component, hcl.Diagnostics) {
 	c := &Component{File: filename}
-	c.Postgres.Table = DefaultTable
+	c.Postgres.Table = migrate.DefaultTable
 	f, diags := dconf.Parse(src, filename)
 	if erb := erbDiag(src, filename, diags); erb != nil {
 		return c, hcl.Diagnostics{erb}
@@ -206,7 +204,7 @@ func (c *Component) loadDB(l *loader, db *dconf.Entry, dbe map[string]*dconf.Ent
 			c.Migrate, c.migrateRange = b, &e.Value.Range
 		}
 	}
-	if kindOK && c.Migrate && c.Kind == KindStore2 {
+	if kindOK && errors.Is(migrate.CheckSettings(c.Kind, c.Migrate), migrate.ErrStore2WithMigrate) {
 		l.add(errorf(CodeStore2WithMigrate, c.migrateRange,
 			"db.migrate_store2_to_store3 = true needs db.kind = store3",
 			"Components refuse to start with kind = store2 and the migration flag on. Set kind: store3 to migrate, or remove migrate_store2_to_store3 to stay on store2.",
@@ -216,10 +214,13 @@ func (c *Component) loadDB(l *loader, db *dconf.Entry, dbe map[string]*dconf.Ent
 	if pg := l.sub(dbe["postgres"], "db.postgres"); pg != nil {
 		pe := l.entries(pg, "db.postgres", postgresKeys)
 		l.str(pe["url"], "db.postgres.url", &c.Postgres.URL)
-		if e := pe["table"]; l.str(e, "db.postgres.table", &c.Postgres.Table) && !tableName.MatchString(c.Postgres.Table) {
-			l.add(errorf(CodeTableInvalid, &e.Value.Range,
-				fmt.Sprintf("db.postgres.table %q is not a table name", c.Postgres.Table),
-				"Write a plain or schema-qualified identifier such as store2_records or public.store2_records."))
+		if e := pe["table"]; l.str(e, "db.postgres.table", &c.Postgres.Table) {
+			var te *migrate.TableError
+			if _, err := migrate.ParseTable(c.Postgres.Table); errors.As(err, &te) {
+				l.add(errorf(CodeTableInvalid, &e.Value.Range,
+					fmt.Sprintf("db.postgres.table %q is not a table name: %s", c.Postgres.Table, te.Reason),
+					`Write a table name as PostgreSQL reads it: store2_records, public.store2_records, or with double quotes for other characters or case, '"My Table"' or '"s"."t"'.`))
+			}
 		}
 	}
 	if cs := l.sub(dbe["consul"], "db.consul"); cs != nil {
@@ -227,46 +228,14 @@ func (c *Component) loadDB(l *loader, db *dconf.Entry, dbe map[string]*dconf.Ent
 		l.str(ce["address"], "db.consul.address", &c.Consul.Address)
 		l.str(ce["token_file"], "db.consul.token_file", &c.Consul.TokenFile)
 		if e := ce["prefix"]; l.str(e, "db.consul.prefix", &c.Consul.Prefix) {
-			if why := PrefixProblem(c.Consul.Prefix); why != "" {
+			var pe *migrate.PrefixError
+			if errors.As(migrate.CheckPrefix(c.Consul.Prefix), &pe) {
 				l.add(errorf(CodePrefixInvalid, &e.Value.Range,
-					fmt.Sprintf("db.consul.prefix %q %s", c.Consul.Prefix, why),
+					fmt.Sprintf("db.consul.prefix %q %s", c.Consul.Prefix, pe.Reason),
 					"The migration deletes every key under the prefix before copying; a wrong prefix would wipe foreign data. Use the component's own prefix, e.g. apcera/store3/jmdb/."))
 			}
 		}
 	}
-}
-
-var (
-	tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$`)
-	keyChars  = regexp.MustCompile(`^[A-Za-z0-9_.\-/]*$`)
-)
-
-// PrefixProblem says why a store3 prefix is refused ("" if it is fine): it
-// must end in "/", hold at least two segments, and be a valid Consul key
-// under the strictest rules.
-func PrefixProblem(p string) string {
-	switch {
-	case p == "":
-		return "is empty"
-	case p == "/":
-		return `is "/"`
-	case strings.HasPrefix(p, "/"):
-		return `starts with "/"`
-	case !strings.HasSuffix(p, "/"):
-		return `does not end in "/"`
-	case !keyChars.MatchString(p):
-		return "holds characters outside A-Z a-z 0-9 _ . - /"
-	}
-	segs := strings.Split(strings.TrimSuffix(p, "/"), "/")
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return `has an empty, "." or ".." segment`
-		}
-	}
-	if len(segs) < 2 {
-		return "has fewer than two segments"
-	}
-	return ""
 }
 
 func componentDiag(e *dconf.Entry) *hcl.Diagnostic {
@@ -293,26 +262,27 @@ func componentDiag(e *dconf.Entry) *hcl.Diagnostic {
 // (nil when not given) over the file's settings and checks the result again.
 // A diagnostic about a flag has no Subject and names the flag in its Summary;
 // one about a flag combined with a setting of the file points at the file.
-func (c *Component) Override(kind *string, migrate *bool) hcl.Diagnostics {
+func (c *Component) Override(kind *string, mig *bool) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	kindFlag, migrateFlag := false, false
 	if kind != nil {
-		if *kind == KindStore2 || *kind == KindStore3 {
+		if migrate.CheckKind(*kind) == nil {
 			c.Kind, kindFlag = *kind, true
 		} else {
 			diags = append(diags, kindDiag(dconf.String, *kind, nil, "-db.kind"))
 			return diags
 		}
 	}
-	if migrate != nil {
-		c.Migrate, migrateFlag = *migrate, true
+	if mig != nil {
+		c.Migrate, migrateFlag = *mig, true
 	}
-	if c.Kind == "" {
+	err := migrate.CheckSettings(c.Kind, c.Migrate)
+	if errors.Is(err, migrate.ErrKindMissing) {
 		diags = append(diags, errorf(CodeKindMissing, nil, "db.kind is not set: pass -db.kind",
 			fmt.Sprintf("Neither %s nor the command line sets the store kind: add kind to db in the file or pass -db.kind store3 (or store2).", c.File)))
 		return diags
 	}
-	if !(c.Kind == KindStore2 && c.Migrate) || !(kindFlag || migrateFlag) {
+	if !errors.Is(err, migrate.ErrStore2WithMigrate) || !(kindFlag || migrateFlag) {
 		return diags // a conflict of the file alone was reported by LoadComponent
 	}
 	var subject *hcl.Range

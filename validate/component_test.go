@@ -1,9 +1,11 @@
 package validate
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -43,7 +45,7 @@ func TestLoadComponentDefaults(t *testing.T) {
 		got := load(t, "component: "+ci.Name+"\ndb: { kind: store2 }\n")
 		want := &Component{Name: ci.Name, Kind: "store2", LogDir: ci.LogDir, Database: ci.Database,
 			Service: ci.Service, Short: ci.Short, File: "jm.conf"}
-		want.Postgres.Table = DefaultTable
+		want.Postgres.Table = migrate.DefaultTable
 		want.Consul.Prefix = ci.Prefix
 		if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(Component{})); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", ci.Name, diff)
@@ -97,14 +99,67 @@ func TestOverride(t *testing.T) {
 	}
 }
 
-func TestPrefixProblem(t *testing.T) {
-	for p, bad := range map[string]bool{
-		"apcera/store3/jmdb/": false, "a/b/": false, "": true, "/": true, "apcera/": true,
-		"apcera/store3/jmdb": true, "/apcera/store3/": true, "apcera//x/": true, "apcera/../x/": true,
-		"apcera/st ore/": true,
+// The component conf accepts exactly the table names and prefixes migrate
+// accepts, and refuses the others with a diagnostic at the value.
+func TestComponentAgreesWithMigrate(t *testing.T) {
+	for _, tc := range []struct{ key, value string }{
+		{"table", "store2_records"},
+		{"table", "public.store2_records"},
+		{"table", `'"My Table"'`},
+		{"table", `'"s"."t"'`},
+		{"table", `"\"a\"\"b\".x"`},
+		{"table", "Store2_Records"},
+		{"table", "a.b.c"},
+		{"table", "select"},
+		{"table", `"my table"`},
+		{"table", `'""'`},
+		{"table", "2019_records"},
+		{"table", `"store2-records"`},
+		{"prefix", "apcera/store3/jmdb/"},
+		{"prefix", "apcera/"},
+		{"prefix", "apcera/store3/jmdb"},
+		{"prefix", `"apcera/st ore/"`},
+		{"prefix", `"/"`},
 	} {
-		if got := PrefixProblem(p) != ""; got != bad {
-			t.Errorf("PrefixProblem(%q) = %q, want bad=%v", p, PrefixProblem(p), bad)
+		section := "postgres"
+		if tc.key == "prefix" {
+			section = "consul"
+		}
+		src := fmt.Sprintf("component: job_manager\ndb: {\n  kind: store3\n  %s: {\n    %s: %s\n  }\n}\n", section, tc.key, tc.value)
+		c, diags := LoadComponent([]byte(src), "jm.conf")
+		var got string
+		var err error
+		if tc.key == "table" {
+			got = c.Postgres.Table
+			_, err = migrate.ParseTable(got)
+		} else {
+			got = c.Consul.Prefix
+			err = migrate.CheckPrefix(got)
+		}
+		code := map[string]string{"table": CodeTableInvalid, "prefix": CodePrefixInvalid}[tc.key]
+		switch {
+		case err == nil && diags.HasErrors():
+			t.Errorf("%s %s: migrate accepts %q, validate refuses: %v", tc.key, tc.value, got, diags)
+		case err != nil && (len(diags) != 1 || dconf.CodeOf(diags[0]) != code || diags[0].Subject == nil || diags[0].Subject.Start.Line != 5):
+			t.Errorf("%s %s: migrate refuses %q (%v), validate says %v; want one %s at line 5", tc.key, tc.value, got, err, diags, code)
+		}
+	}
+}
+
+// LoadComponent and Override refuse exactly the settings migrate refuses.
+func TestComponentSettingsAgreeWithMigrate(t *testing.T) {
+	for _, kind := range []string{"store2", "store3", "Store3", "consul"} {
+		for _, mig := range []bool{false, true} {
+			src := fmt.Sprintf("component: job_manager\ndb: { kind: %s, migrate_store2_to_store3: %t }\n", kind, mig)
+			_, diags := LoadComponent([]byte(src), "jm.conf")
+			want := migrate.CheckSettings(kind, mig)
+			if (want != nil) != diags.HasErrors() {
+				t.Errorf("kind %s migrate %t: migrate says %v, LoadComponent %v", kind, mig, want, diags)
+			}
+			c, _ := LoadComponent([]byte("component: job_manager\n"), "jm.conf")
+			if got := c.Override(&kind, &mig); (want != nil) != got.HasErrors() {
+				t.Errorf("-db.kind %s -db.migrate_store2_to_store3=%t: migrate says %v, Override %v", kind, mig, want, got)
+			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -176,7 +177,7 @@ func TestRunbookSettings(t *testing.T) {
 	if len(diags) != 0 {
 		t.Fatalf("diagnostics: %v", diags)
 	}
-	if c.Kind != KindStore3 || !c.Migrate || c.Settings == nil {
+	if c.Kind != migrate.KindStore3 || !c.Migrate || c.Settings == nil {
 		t.Errorf("got kind %q migrate %v settings %v, want store3 true set", c.Kind, c.Migrate, c.Settings != nil)
 	}
 }

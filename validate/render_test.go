@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate/dconf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/hcl/v2"
@@ -199,12 +200,12 @@ func TestSuggest(t *testing.T) {
 		cand []string
 		want string
 	}{
-		{"stor3", storeKinds, "store3"},
-		{"Store3", storeKinds, "store3"},
-		{"store 3", storeKinds, "store3"},
-		{"sotre2", storeKinds, "store2"},
-		{"STORE_2", storeKinds, "store2"},
-		{"mysql", storeKinds, ""},
+		{"stor3", migrate.Kinds, "store3"},
+		{"Store3", migrate.Kinds, "store3"},
+		{"store 3", migrate.Kinds, "store3"},
+		{"sotre2", migrate.Kinds, "store2"},
+		{"STORE_2", migrate.Kinds, "store2"},
+		{"mysql", migrate.Kinds, ""},
 		{"migrate", []string{keyKind, keyMigrate}, keyMigrate},
 		{"migrate_store2_store3", []string{keyKind, keyMigrate}, keyMigrate},
 		{"knd", []string{keyKind, keyMigrate}, keyKind},

@@ -60,7 +60,7 @@ func runMigrate(c *cli.Context) error {
 		return exitf(exitUsage, "migrate takes exactly one -f component conf, got %d", len(comps))
 	}
 	comp := comps[0]
-	if comp.Kind != "store3" || !comp.Migrate {
+	if !migrate.Migrates(comp.Kind, comp.Migrate) {
 		return exitf(exitInvalid, "%s: %s is on %s with migrate_store2_to_store3 = %t: nothing to migrate; set db.kind = store3 and db.migrate_store2_to_store3 = true (or pass -db.kind store3 -db.migrate_store2_to_store3)",
 			comp.File, comp.Name, comp.Kind, comp.Migrate)
 	}
@@ -101,8 +101,8 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		CatchUpRounds:      c.Int(catchUpRoundsFlag.Name),
 		AcceptStore2Revert: c.Bool("accept-store2-revert"),
 	}
-	if opts.CatchUpThreshold < 0 || opts.CatchUpRounds < 0 {
-		return exitf(exitUsage, "--%s and --%s must not be negative", catchUpThresholdFlag.Name, catchUpRoundsFlag.Name)
+	if err := checkCatchUpFlags(c); err != nil {
+		return err
 	}
 	if bar != nil {
 		opts.Progress = bar.Update
@@ -156,6 +156,14 @@ func runWorker(c *cli.Context, comp *validate.Component) error {
 
 // pidFileName is the worker's pid file inside the component's log directory.
 const pidFileName = "deployhook.pid"
+
+// checkCatchUpFlags refuses negative catch-up flags (exit 2).
+func checkCatchUpFlags(c *cli.Context) error {
+	if c.Int(catchUpThresholdFlag.Name) < 0 || c.Int(catchUpRoundsFlag.Name) < 0 {
+		return exitf(exitUsage, "--%s and --%s must not be negative", catchUpThresholdFlag.Name, catchUpRoundsFlag.Name)
+	}
+	return nil
+}
 
 // The online migration's flags, on migrate and on run (which hands them to
 // its worker).

@@ -52,6 +52,9 @@ func runRun(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return exitf(exitUsage, "run takes no arguments, got %q (flags come before arguments)", c.Args().First())
 	}
+	if err := checkCatchUpFlags(c); err != nil {
+		return err
+	}
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
@@ -75,7 +78,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	ctx := c.Context
 	doneKey := migrate.DoneKey(comp.Consul.Prefix)
 	switch {
-	case comp.Kind == "store2":
+	case comp.Kind == migrate.KindStore2:
 		done, err := doneExists(ctx, comp)
 		switch {
 		case err != nil:
@@ -102,8 +105,10 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 			log.Warnf("%s: skipped the empty-store3 check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
 			return nil
 		}
-		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 		has, err := store2HasRecords(ctx, comp)
+		if err == nil {
+			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
+		}
 		switch {
 		case errors.Is(err, migrate.ErrNeverUsed):
 			// Nothing in store2 to lose.
@@ -128,13 +133,15 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		// The worker retries store3 itself; a slow Consul must not make
 		// the deploy skip the migration.
 		log.Warnf("%s: store3 did not answer within %v (%v); starting the migration anyway, it retries", comp.Name, checkTimeout, err)
-	} else {
-		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 	}
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
-	if _, err := store2HasRecords(ctx, comp); errors.Is(err, migrate.ErrNeverUsed) {
-		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err)
+	_, err2 := store2HasRecords(ctx, comp)
+	if errors.Is(err2, migrate.ErrNeverUsed) {
+		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err2)
+	}
+	if err == nil && err2 == nil {
+		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {
@@ -195,10 +202,6 @@ func store2Configured(comp *validate.Component) error {
 	return nil
 }
 
-// unfreezeTimeout bounds run's unfreeze: a read of the catalog, and when
-// store2 is frozen, one attempt to lock the table past its writers.
-const unfreezeTimeout = 5 * time.Second
-
 // unfreezeStore2 drops a freeze of store2 that no migration can complete
 // behind: one an earlier migration left when it was killed during its
 // cutover (and, with acceptRevert, the freeze behind .done). It leaves a
@@ -209,7 +212,9 @@ func unfreezeStore2(ctx context.Context, log *logrus.Entry, comp *validate.Compo
 	if store2Configured(comp) != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, unfreezeTimeout)
+	// A read of the catalog and, when store2 is frozen, one attempt to lock
+	// the table past its writers (pgsource.DefaultFreezeLockTimeout).
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	src, kv, err := stores(ctx, comp)
 	if err != nil {

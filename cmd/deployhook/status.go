@@ -34,7 +34,7 @@ Exit codes: 0 read, 1 store3 unreachable, 2 usage, 3 invalid conf.`,
 type componentState struct {
 	Component string          `json:"component"`
 	Prefix    string          `json:"prefix"`
-	State     string          `json:"state"` // not migrated, running, failed, done
+	State     string          `json:"state"` // migrate.State.Current: not migrated, running, failed, done
 	Phase     string          `json:"phase"` // copying, catching-up, cutover, done, failed; "" when not migrated
 	Lock      lockState       `json:"lock"`
 	Status    *migrate.Status `json:"status,omitempty"`
@@ -84,7 +84,7 @@ func readComponentState(c *cli.Context, comp *validate.Component) (componentStat
 	row := componentState{
 		Component: comp.Name,
 		Prefix:    comp.Consul.Prefix,
-		State:     "not migrated",
+		State:     st.Current(),
 		Lock:      lockState{Held: st.LockSession != "", Session: st.LockSession},
 		Status:    st.Status,
 		Done:      st.Done,
@@ -92,17 +92,8 @@ func readComponentState(c *cli.Context, comp *validate.Component) (componentStat
 	if st.Status != nil {
 		row.Phase = st.Status.Phase
 	}
-	switch {
-	case st.Done != nil:
-		row.State, row.Phase = "done", migrate.PhaseDone
-	case st.Status != nil && st.Status.State == "running" && row.Lock.Held:
-		row.State = "running"
-	case st.Status != nil && st.Status.State == "running":
-		// A running status without a lock holder is a worker that died
-		// before it could say so.
-		row.State = "failed"
-	case st.Status != nil && st.Status.State == "failed":
-		row.State = "failed"
+	if st.Done != nil {
+		row.Phase = migrate.PhaseDone
 	}
 	return row, nil
 }
@@ -128,7 +119,7 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 			if s.Error != "" {
 				detail = s.Error
 			}
-			if r.State == "failed" && s.Error == "" {
+			if r.State == migrate.StateFailed && s.Error == "" {
 				detail = "the worker stopped without finishing (status " + s.State + ", lock free); run again"
 			}
 

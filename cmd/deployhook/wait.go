@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/validate"
 )
 
@@ -60,11 +61,11 @@ func runWait(c *cli.Context) error {
 				continue
 			}
 			switch row.State {
-			case "done":
+			case migrate.StateDone:
 				d := row.Done
 				fmt.Fprintf(out, "%s: done: migrated by %s at %s, %d records, took %s\n", comp.Name, d.Host, stamp(d.Finished.Time), d.RecordsMigrated, d.Took)
 				delete(pending, comp.Name)
-			case "failed":
+			case migrate.StateFailed:
 				s := row.Status
 				fresh := s.Finished.After(start) || s.Updated.After(start)
 				if fresh || time.Since(start) > grace || localWorkerGone(comp.LogDir) {
@@ -72,7 +73,7 @@ func runWait(c *cli.Context) error {
 					return silent(exitFailed)
 				}
 				report(out, lastSeen, comp.Name, fmt.Sprintf("%s: earlier attempt failed; waiting for the new one to start", comp.Name))
-			case "running":
+			case migrate.StateRunning:
 				s := row.Status
 				msg := fmt.Sprintf("%s: running on %s (pid %d)", comp.Name, s.Host, s.PID)
 				if s.Phase != "" {

@@ -9,8 +9,8 @@
 
 # Which of job_manager, package_manager and auth_server run on this node. The
 # recipe does nothing for a component that is not listed. The platform's role
-# for a host appends the components it places there, e.g.
-#   normal['deployhook']['components'] = %w(job_manager package_manager)
+# for a host lists the components it places there, at role precedence, e.g.
+#   default_attributes('deployhook' => { 'components' => %w(job_manager package_manager) })
 default['deployhook']['components'] = []
 
 default['deployhook']['binary']     = '/opt/apcera/deployhook/bin/deployhook'
@@ -18,6 +18,12 @@ default['deployhook']['conf_dir']   = '/etc/deployhook'
 # Holds one stamp file per component, written after a converge's commands
 # succeeded; the guards compare it (see README.md "Guards").
 default['deployhook']['state_dir']  = '/var/lib/deployhook'
+
+# Migrate online (DESIGN.md "Online migration and cutover"): the components
+# keep running and store2 is frozen for writes at cutover. false adds
+# --offline to `deployhook run`, for roles that cannot create the freeze
+# trigger; then stop the components first (runbook step 2).
+default['deployhook']['online'] = true
 
 # Block the converge until the migration is done (or failed: the converge fails).
 default['deployhook']['wait']         = true

@@ -1,7 +1,10 @@
 # Everything the deployhook recipe declares is computed and checked here, in
 # plain Ruby, before the recipe declares a single resource: a setting that is
 # invalid fails the converge at compile time, so nothing is written and no
-# command runs. `deployhook run` applies the same setting rules again.
+# command runs. The deployhook_migration resource (resources/migration.rb)
+# computes its commands with the same functions. `deployhook run` applies the
+# same setting rules again; the settings parity test
+# (integration/hook/settings_test.go) requires both to give the same verdicts.
 #
 # Kept free of Chef classes (it reads the node with [] only) so that the spec
 # and spec/render.rb evaluate it without Chef installed.
@@ -35,65 +38,82 @@ module DeployhookCookbook
 
   module_function
 
-  # plan returns what the recipe declares, as plain data:
-  #   { conf_dir:, state_dir:, environment: {..}, components: [ {
-  #       name:, conf_path:, variables: {..}, run:, wait: (nil when no wait),
-  #       wait_exec_timeout:, stamp_path:, stamp: (nil: delete the stamp),
-  #       guard: (nil: no guard) }, ... ] }
-  # It raises SettingsError when a setting is invalid.
+  # plan checks every node attribute and returns what the recipe declares:
+  #   { conf_dir:, state_dir:, components: [ props, ... ] }
+  # where props are the properties of one deployhook_migration: component:,
+  # binary:, conf_dir:, state_dir:, kind:, migrate:, online:, wait:, timeout:,
+  # hostname:, accept_empty_store3:, accept_store2_revert:, environment:,
+  # postgres_url:, postgres_table:, consul_address:, consul_prefix:,
+  # consul_token_file:, log_dir:. It raises SettingsError when a setting is
+  # invalid, before the recipe declares anything.
   def plan(node)
     dh = node['deployhook'] || {}
     names = components(dh['components'])
-    empty = { conf_dir: dh['conf_dir'], state_dir: dh['state_dir'], environment: {}, components: [] }
+    empty = { conf_dir: dh['conf_dir'], state_dir: dh['state_dir'], components: [] }
     return empty if names.empty?
 
-    kind, migrate = settings(node['continuum'] && node['continuum']['component_database'])
-    binary    = path_attr(dh, 'binary')
-    conf_dir  = path_attr(dh, 'conf_dir')
-    state_dir = path_attr(dh, 'state_dir')
-    wait      = bool_attr(dh, 'wait')
-    timeout   = dh['wait_timeout'].to_s
-    timeout_s = go_duration_seconds(timeout)
-    if timeout_s.nil? || timeout_s <= 0
-      raise SettingsError, "deployhook: node['deployhook']['wait_timeout'] is #{dh['wait_timeout'].inspect}: " \
-                           "set it to a positive Go duration such as \"10m\" or \"1h30m\""
-    end
-    env = environment(dh)
-
-    flags = []
+    db = node['continuum'] && node['continuum']['component_database']
+    kind, migrate = settings(db && db['kind'], db && db['migrate_store2_to_store3'])
     hostname = dh['hostname']
-    unless hostname.nil?
-      unless hostname.is_a?(String) && !hostname.empty?
-        raise SettingsError, "deployhook: node['deployhook']['hostname'] must be a non-empty string or nil"
-      end
-      flags += ['--hostname', hostname]
+    unless hostname.nil? || (hostname.is_a?(String) && !hostname.empty?)
+      raise SettingsError, "deployhook: node['deployhook']['hostname'] must be a non-empty string or nil"
     end
-    flags << '--accept-empty-store3' if bool_attr(dh, 'accept_empty_store3')
-    flags << '--accept-store2-revert' if bool_attr(dh, 'accept_store2_revert')
-
-    migrating = kind == 'store3' && migrate
+    base = {
+      binary: path_attr(dh, 'binary'), conf_dir: path_attr(dh, 'conf_dir'), state_dir: path_attr(dh, 'state_dir'),
+      kind: kind, migrate: migrate, online: bool_attr(dh, 'online'), wait: bool_attr(dh, 'wait'),
+      timeout: dh['wait_timeout'], hostname: hostname,
+      accept_empty_store3: bool_attr(dh, 'accept_empty_store3'),
+      accept_store2_revert: bool_attr(dh, 'accept_store2_revert'),
+      environment: environment(dh)
+    }
+    wait_seconds(base[:timeout], "node['deployhook']['wait_timeout']")
     comps = names.map do |name|
-      conf = File.join(conf_dir, "#{name}.conf")
-      vars = variables(dh, name, kind, migrate)
-      run = shell([binary, 'run', '-f', conf] + flags)
-      wait_cmd = wait && migrating ? shell([binary, 'wait', '-f', conf, '--timeout', timeout]) : nil
-      stamp_path = File.join(state_dir, "#{name}.stamp")
-      # A migration started without wait may still fail in the background:
-      # no stamp then, so the next converge calls run again.
-      stamp = migrating && !wait ? nil : stamp(vars, run, wait_cmd, env)
-      {
-        name: name,
-        conf_path: conf,
-        variables: vars,
-        run: run,
-        wait: wait_cmd,
-        wait_exec_timeout: timeout_s.ceil + 120,
-        stamp_path: stamp_path,
-        stamp: stamp,
-        guard: stamp && shell(['grep', '-qsxF', '--', stamp, stamp_path]),
-      }
+      props = base.merge(component: name).merge(conf_settings(dh, name))
+      migration(props) # the resource's own checks, before any resource
+      props
     end
-    { conf_dir: conf_dir, state_dir: state_dir, environment: env, components: comps }
+    { conf_dir: base[:conf_dir], state_dir: base[:state_dir], components: comps }
+  end
+
+  # migration computes what one deployhook_migration does from its
+  # properties (the keys plan lists):
+  #   { conf_path:, variables: (the template's), run:, wait: (nil: no wait),
+  #     wait_exec_timeout:, stamp_path:, stamp: (nil: delete the stamp),
+  #     guard: (nil: no guard) }
+  # It raises SettingsError for settings the resource refuses.
+  def migration(p)
+    name = p[:component]
+    where = "deployhook_migration[#{name}]"
+    kind, migrate = settings(p[:kind], p[:migrate], where)
+    timeout_s = wait_seconds(p[:timeout], "#{where} timeout")
+    if p[:postgres_url] && url_has_password?(p[:postgres_url])
+      raise SettingsError, "deployhook: node['deployhook']['#{name}']['postgres']['url'] contains a password: remove " \
+                           "it and put the password in a .pgpass file, named by node['deployhook']['pgpassfile'] (PGPASSFILE)"
+    end
+    conf = File.join(p[:conf_dir], "#{name}.conf")
+    vars = {
+      component: name, kind: kind, migrate: migrate,
+      postgres_url: p[:postgres_url], postgres_table: p[:postgres_table],
+      consul_address: p[:consul_address], consul_prefix: p[:consul_prefix],
+      consul_token_file: p[:consul_token_file], log_dir: p[:log_dir]
+    }
+    flags = []
+    flags += ['--hostname', p[:hostname]] if p[:hostname]
+    flags << '--accept-empty-store3' if p[:accept_empty_store3]
+    flags << '--accept-store2-revert' if p[:accept_store2_revert]
+    flags << '--offline' if p[:online] == false
+    migrating = migrates?(kind, migrate)
+    run = shell([p[:binary], 'run', '-f', conf] + flags)
+    wait = p[:wait] && migrating ? shell([p[:binary], 'wait', '-f', conf, '--timeout', p[:timeout]]) : nil
+    stamp_path = File.join(p[:state_dir], "#{name}.stamp")
+    # A migration started without wait may still fail in the background:
+    # no stamp then, so the next converge calls run again.
+    stamp = migrating && !p[:wait] ? nil : stamp(vars, run, wait, p[:environment] || {})
+    {
+      conf_path: conf, variables: vars, run: run, wait: wait, wait_exec_timeout: timeout_s.ceil + 120,
+      stamp_path: stamp_path, stamp: stamp,
+      guard: stamp && shell(['grep', '-qsxF', '--', stamp, stamp_path])
+    }
   end
 
   # components returns the known components listed in the attribute, in the
@@ -115,52 +135,62 @@ module DeployhookCookbook
     COMPONENTS.select { |c| names.include?(c) }
   end
 
-  # settings checks the platform's two settings and returns [kind, migrate].
-  def settings(db)
-    kind = db && db['kind']
-    migrate = db && db['migrate_store2_to_store3']
+  # settings checks the platform's two settings and returns [kind, migrate];
+  # where names them in messages. It is the cookbook's copy of Go's
+  # migrate.CheckSettings, which Chef needs before any resource: the settings
+  # parity test runs both over fixtures/cookbook/settings.json.
+  def settings(kind, migrate, where = SETTINGS)
     if kind.nil? || kind.to_s.empty?
-      raise SettingsError, "deployhook: #{SETTINGS}.kind is not set: set it to store2 or store3 in cluster.conf"
+      raise SettingsError, "deployhook: #{where}.kind is not set: set it to store2 or store3 in cluster.conf"
     end
     kind = kind.to_s if kind.is_a?(Symbol)
     unless KINDS.include?(kind)
-      raise SettingsError, "deployhook: #{SETTINGS}.kind is #{kind.inspect}, which is not a store kind: " \
+      raise SettingsError, "deployhook: #{where}.kind is #{kind.inspect}, which is not a store kind: " \
                            'set it to store2 or store3 in cluster.conf'
     end
     migrate = false if migrate.nil?
     unless migrate == true || migrate == false
-      raise SettingsError, "deployhook: #{SETTINGS}.migrate_store2_to_store3 is #{migrate.inspect}: " \
+      raise SettingsError, "deployhook: #{where}.migrate_store2_to_store3 is #{migrate.inspect}: " \
                            'set it to true or false, unquoted'
     end
     if kind == 'store2' && migrate
-      raise SettingsError, "deployhook: #{SETTINGS} is invalid: kind store2 with migrate_store2_to_store3 true " \
+      raise SettingsError, "deployhook: #{where} is invalid: kind store2 with migrate_store2_to_store3 true " \
                            '(components refuse to start): to migrate, set kind to store3; ' \
                            'to stay on store2, set migrate_store2_to_store3 to false'
     end
     [kind, migrate]
   end
 
-  def variables(dh, name, kind, migrate)
+  # migrates? is migrate.Migrates: checked settings that ask for the migration.
+  def migrates?(kind, migrate)
+    kind == 'store3' && migrate == true
+  end
+
+  # conf_settings reads a component's conf attributes; nil leaves a line out.
+  def conf_settings(dh, name)
     c = dh[name] || {}
     pg = c['postgres'] || {}
     consul = c['consul'] || {}
     attr = "node['deployhook']['#{name}']"
-    url = opt_string(pg['url'], "#{attr}['postgres']['url']")
-    if url && url_has_password?(url)
-      raise SettingsError, "deployhook: #{attr}['postgres']['url'] contains a password: remove it and put the " \
-                           "password in a .pgpass file, named by node['deployhook']['pgpassfile'] (PGPASSFILE)"
-    end
     {
-      component: name,
-      kind: kind,
-      migrate: migrate,
-      postgres_url: url,
+      postgres_url: opt_string(pg['url'], "#{attr}['postgres']['url']"),
       postgres_table: opt_string(pg['table'], "#{attr}['postgres']['table']"),
       consul_address: opt_string(consul['address'], "#{attr}['consul']['address']"),
       consul_prefix: opt_string(consul['prefix'], "#{attr}['consul']['prefix']"),
       consul_token_file: opt_string(consul['token_file'], "#{attr}['consul']['token_file']"),
-      log_dir: opt_string(c['log_dir'], "#{attr}['log_dir']"),
+      log_dir: opt_string(c['log_dir'], "#{attr}['log_dir']")
     }
+  end
+
+  # wait_seconds checks a wait timeout, a positive Go duration, and returns
+  # it in seconds; what names the setting in the message.
+  def wait_seconds(timeout, what)
+    s = go_duration_seconds(timeout.to_s)
+    if s.nil? || s <= 0
+      raise SettingsError, "deployhook: #{what} is #{timeout.inspect}: " \
+                           'set it to a positive Go duration such as "10m" or "1h30m"'
+    end
+    s
   end
 
   # url_has_password? spots a password in a URL's user info, in a

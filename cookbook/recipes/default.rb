@@ -3,15 +3,17 @@
 # Recipe:: default
 #
 # For each of job_manager, package_manager and auth_server listed in
-# node['deployhook']['components']: render /etc/deployhook/<component>.conf,
-# call `deployhook run -f <conf>` (which checks the settings and starts the
-# migration in the background), and, when migrating and node['deployhook']['wait']
-# is true, `deployhook wait -f <conf> --timeout <t>`, so that a failed
-# migration fails the converge.
+# node['deployhook']['components'], a deployhook_migration
+# (resources/migration.rb): action :run renders
+# /etc/deployhook/<component>.conf and calls `deployhook run -f <conf>`
+# (which checks the settings and starts the migration in the background);
+# action :wait, when migrating and node['deployhook']['wait'] is true, calls
+# `deployhook wait -f <conf> --timeout <t>`, so that a failed migration fails
+# the converge, and then writes the stamp the guards compare.
 #
-# Every run comes before the first wait: the three migrations use different
-# databases and prefixes, so they proceed side by side while the converge
-# waits on each in turn.
+# Every :run comes before the first :wait: the three migrations use
+# different databases and prefixes, so they proceed side by side while the
+# converge waits on each in turn.
 #
 # DeployhookCookbook.plan (libraries/deployhook.rb) checks every setting and
 # raises DeployhookCookbook::SettingsError before any resource is declared.
@@ -28,42 +30,11 @@ unless plan[:components].empty?
     end
   end
 
-  plan[:components].each do |c|
-    template c[:conf_path] do
-      source 'component.conf.erb'
-      owner 'root'
-      group 'root'
-      mode '0640'
-      variables c[:variables]
-    end
-
-    execute "deployhook run #{c[:name]}" do
-      command c[:run]
-      environment plan[:environment] unless plan[:environment].empty?
-      not_if c[:guard] if c[:guard]
-    end
-  end
-
-  plan[:components].each do |c|
-    if c[:wait]
-      execute "deployhook wait #{c[:name]}" do
-        command c[:wait]
-        environment plan[:environment] unless plan[:environment].empty?
-        timeout c[:wait_exec_timeout]
-        not_if c[:guard] if c[:guard]
-      end
-    end
-
-    # Reached only when the commands above succeeded: a failed execute ends
-    # the converge. The stamp is what the guards compare on the next converge.
-    file c[:stamp_path] do
-      if c[:stamp]
-        content "#{c[:stamp]}\n"
-        owner 'root'
-        group 'root'
-        mode '0644'
-      else
-        action :delete
+  %i(run wait).each do |act|
+    plan[:components].each do |props|
+      deployhook_migration props[:component] do
+        props.each { |prop, value| send(prop, value) unless prop == :component }
+        action act
       end
     end
   end

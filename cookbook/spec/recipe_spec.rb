@@ -368,4 +368,142 @@ CONF
       assert_equal 2, st.exitstatus
     end
   end
+
+  # A recipe of the test's own over the cookbook's deployhook_migration.
+  def recipe(text, attrs = {})
+    ChefRecorder::Run.new(attrs).load_cookbook.eval_recipe(text)
+  end
+
+  def migration(props = "kind 'store3'\n  migrate true", act = '[:run, :wait]')
+    recipe("deployhook_migration 'job_manager' do\n  #{props}\n  action #{act}\nend\n")
+  end
+
+  def test_metadata_needs_no_respond_to
+    text = File.read(File.join(ChefRecorder::ROOT, 'metadata.rb'))
+    refute_includes text, 'respond_to?', "cookstyle's Chef/Modernize/RespondToInMetadata"
+    md = ChefRecorder.metadata
+    assert_equal 'deployhook', md['name']
+    assert_equal '>= 15.3', md['chef_version'], 'unified_mode custom resources need Chef 15.3'
+  end
+
+  def test_recipe_declares_deployhook_migration_runs_before_waits
+    run = compile(attrs('store3', true, 'components' => %w(auth_server job_manager)))
+    assert_equal [[:directory, '/etc/deployhook', nil], [:directory, '/var/lib/deployhook', nil],
+                  [:deployhook_migration, 'job_manager', [:run]], [:deployhook_migration, 'auth_server', [:run]],
+                  [:deployhook_migration, 'job_manager', [:wait]], [:deployhook_migration, 'auth_server', [:wait]]],
+                 run.declared.map { |r| [r.type, r.name, r.respond_to?(:actions) ? r.actions : nil] }
+    jm = run.declared[2]
+    assert_equal ['store3', true, true, true, '10m', nil, 'store2_records', 'apcera/store3/jmdb/'],
+                 [jm.kind, jm.migrate, jm.online, jm.wait, jm.timeout, jm.hostname, jm.postgres_table, jm.consul_prefix]
+  end
+
+  def test_wait_streams_its_output_to_the_chef_log
+    run = compile(attrs('store3', true, 'components' => ALL))
+    waits = run.resources.select { |r| r.name.start_with?('deployhook wait') }
+    assert_equal 3, waits.size
+    waits.each { |r| assert_equal true, r.props['live_stream'], r.name }
+    run.resources.select { |r| r.name.start_with?('deployhook run') }.each { |r| assert_nil r.props['live_stream'] }
+  end
+
+  def test_online_false_runs_offline
+    online = compile(attrs('store3', true, 'components' => ['job_manager']))
+    offline = compile(attrs('store3', true, 'components' => ['job_manager'], 'online' => false))
+    assert_equal "#{BIN} run -f /etc/deployhook/job_manager.conf", online.commands[0]
+    assert_equal ["#{BIN} run -f /etc/deployhook/job_manager.conf --offline",
+                  "#{BIN} wait -f /etc/deployhook/job_manager.conf --timeout 10m"], offline.commands
+    refute_equal guard(online, 'job_manager'), guard(offline, 'job_manager'), 'a changed flag runs again'
+    assert_refused(attrs('store3', true, 'components' => ['job_manager'], 'online' => 'no'),
+                   "node['deployhook']['online'] is \"no\": set it to true or false")
+    run = migration("kind 'store3'\n  migrate true\n  online false\n  hostname 'central-2'")
+    assert_equal "#{BIN} run -f /etc/deployhook/job_manager.conf --hostname central-2 --offline", run.commands[0]
+  end
+
+  # The resource on its own, as a wrapper cookbook would declare it.
+  def test_resource_actions
+    run = migration
+    assert_equal [[:template, '/etc/deployhook/job_manager.conf', 'create'],
+                  [:execute, 'deployhook run job_manager', 'run'],
+                  [:execute, 'deployhook wait job_manager', 'run'],
+                  [:file, '/var/lib/deployhook/job_manager.stamp', 'create']],
+                 run.resources.map { |r| [r.type, r.name, r.action_name] }
+    wait = run.resources[2]
+    assert_equal ["#{BIN} wait -f /etc/deployhook/job_manager.conf --timeout 10m", 720, true],
+                 wait.props.values_at('command', 'timeout', 'live_stream')
+    assert_equal 'deployhook', run.resources[0].props['cookbook']
+    assert_equal conf('job_manager', 'store3', true, ['table: "store2_records"'], [], nil),
+                 run.render(run.resources[0])
+
+    only_run = migration("kind 'store3'\n  migrate true", ':run')
+    assert_equal %i(template execute), only_run.resources.map(&:type)
+    assert_equal migration("kind 'store3'", ':run').resources.map(&:type),
+                 recipe("deployhook_migration 'job_manager' do\n  kind 'store3'\nend\n").resources.map(&:type),
+                 ':run is the default action'
+
+    # :wait without a migration only writes the stamp; without wait, a
+    # migration leaves no stamp behind and no guard on run.
+    assert_equal [%i(file create)], migration("kind 'store3'", ':wait').resources.map { |r| [r.type, r.action_name.to_sym] }
+    nowait = migration("kind 'store3'\n  migrate true\n  wait false")
+    assert_equal [%i(template create), %i(execute run), %i(file delete)],
+                 nowait.resources.map { |r| [r.type, r.action_name.to_sym] }
+    assert_empty nowait.resources[1].guards
+  end
+
+  # The guards: run and wait skip while the stamp holds this exact setting,
+  # and a changed property changes the stamp.
+  def test_resource_guards
+    run = migration
+    stamp = run.resources[3].props['content'].chomp
+    want = [[:not_if, "grep -qsxF -- #{stamp} /var/lib/deployhook/job_manager.stamp"]]
+    assert_equal want, run.resources[1].guards
+    assert_equal want, run.resources[2].guards
+    %W(timeout\ '1h' accept_empty_store3\ true postgres_table\ 'public.records' environment('X'\ =>\ 'y')).each do |prop|
+      other = migration("kind 'store3'\n  migrate true\n  #{prop}")
+      refute_equal stamp, other.resources.last.props['content'].chomp, prop
+    end
+    # The recipe and the resource compute one stamp for the same settings.
+    recipe_run = compile(attrs('store3', true, 'components' => ['job_manager']))
+    same = migration("kind 'store3'\n  migrate true\n  consul_prefix 'apcera/store3/jmdb/'\n  " \
+                     "log_dir '/var/log/continuum-job-manager-migration'")
+    assert_equal same.resources[1].guards, guard(recipe_run, 'job_manager')
+  end
+
+  # A guard on the resource itself skips it whole at converge.
+  def test_resource_level_guard_skips_every_step
+    Dir.mktmpdir do |dir|
+      props = "kind 'store3'\n  migrate true\n  conf_dir '#{dir}/etc'\n  state_dir '#{dir}/state'"
+      run = migration("#{props}\n  only_if 'false'")
+      assert_empty run.converge { true }
+      refute File.exist?("#{dir}/etc/job_manager.conf")
+      FileUtils.mkdir_p(["#{dir}/etc", "#{dir}/state"])
+      run = migration("#{props}\n  not_if 'false'")
+      assert_equal 2, run.converge { true }.size
+      assert File.exist?("#{dir}/state/job_manager.stamp")
+    end
+  end
+
+  def test_resource_validates_its_properties
+    assert_raises(ChefRecorder::ValidationFailed) { migration("kind 'store3'\n  migrate 'yes'") }
+    assert_raises(ChefRecorder::ValidationFailed) { migration("kind 'Store3'") }
+    assert_raises(ChefRecorder::ValidationFailed) { migration("kind 'store3'\n  environment 'X=y'") }
+    assert_raises(NoMethodError) { migration("kind 'store3'\n  migrate_store2_to_store3 true") }
+    assert_raises(ArgumentError) { migration("kind 'store3'", ':start') }
+    err = assert_raises(ChefRecorder::ValidationFailed) { migration("migrate false").resources }
+    assert_includes err.message, 'required property kind'
+    err = assert_raises(ChefRecorder::ValidationFailed) do
+      recipe("deployhook_migration 'router' do\n  kind 'store3'\nend\n").resources
+    end
+    assert_includes err.message, 'component'
+    # The settings rule and the timeout are the library's, checked when the
+    # action runs.
+    err = assert_raises(DeployhookCookbook::SettingsError) { migration("kind 'store2'\n  migrate true").resources }
+    assert_includes err.message, 'deployhook_migration[job_manager] is invalid: kind store2 with migrate_store2_to_store3 true'
+    err = assert_raises(DeployhookCookbook::SettingsError) { migration("kind 'store3'\n  timeout '10'").resources }
+    assert_includes err.message, 'deployhook_migration[job_manager] timeout is "10"'
+  end
+
+  def test_readme_sets_attributes_at_role_or_environment_precedence
+    text = File.read(File.join(ChefRecorder::ROOT, 'README.md'))
+    refute text =~ /\bnormal\[|\bnormal_attributes|\bnode\.normal/, "README.md advises normal attributes: #{$~}"
+    assert_includes text, 'default_attributes'
+  end
 end

@@ -34,6 +34,15 @@ rescue DeployhookCookbook::SettingsError => e
   exit 3
 end
 
+# Steps are the resources Chef converges, custom resources expanded; a guard
+# on a custom resource itself would apply to all its steps at once, which
+# the steps cannot say.
+guarded = run.declared.find { |r| r.is_a?(ChefRecorder::CustomResource) && !r.guards.empty? }
+if guarded
+  warn "render.rb: #{guarded} has guards of its own: its steps cannot be listed one by one"
+  exit 2
+end
+
 executes = run.resources.select { |r| r.type == :execute }
 out = {
   'files' => run.templates.each_with_object({}) { |r, h| h[r.name] = run.render(r) },

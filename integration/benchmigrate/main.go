@@ -496,7 +496,7 @@ func inProcess(ctx context.Context, pg *harness.Postgres, c *harness.Consul, n, 
 		return ph, fmt.Errorf("in-process migrate: %d records migrated, want %d", res.Migrated, n)
 	}
 	ph = phases{before: first.Sub(start), copy: last.Sub(first), after: end.Sub(last), total: end.Sub(start)}
-	return ph, wipe(kv.Client(), prefix)
+	return ph, wipe(c.Client(), prefix)
 }
 
 func (p phases) String() string {

@@ -29,6 +29,7 @@ type consulConfig struct {
 	acl            bool
 	hcl            []string
 	logLevel       string
+	unixSocket     bool
 }
 
 // WithLimits sets limits { txn_max_req_len kv_max_value_size } (bytes).
@@ -42,6 +43,15 @@ func WithACL() ConsulOption { return func(c *consulConfig) { c.acl = true } }
 
 // WithHCL adds raw agent configuration.
 func WithHCL(hcl string) ConsulOption { return func(c *consulConfig) { c.hcl = append(c.hcl, hcl) } }
+
+// WithUnixSocket makes the HTTP API listen on a unix socket in the
+// server's directory besides its loopback port (which the harness keeps
+// using): UnixAddr is its address.
+func WithUnixSocket() ConsulOption { return func(c *consulConfig) { c.unixSocket = true } }
+
+// UnixAddr is the unix:// address of the HTTP API, for a server started
+// WithUnixSocket.
+func (c *Consul) UnixAddr() string { return "unix://" + filepath.Join(c.Dir, "http.sock") }
 
 // WithLogLevel sets -log-level (default "info").
 func WithLogLevel(level string) ConsulOption { return func(c *consulConfig) { c.logLevel = level } }
@@ -146,6 +156,9 @@ func (c *Consul) config() string {
 	}
 	if c.cfg.acl {
 		fmt.Fprintf(&b, "acl {\n  enabled = true\n  default_policy = \"deny\"\n  tokens {\n    initial_management = %q\n    agent = %q\n  }\n}\n", c.token, c.token)
+	}
+	if c.cfg.unixSocket {
+		fmt.Fprintf(&b, "addresses { http = %q }\n", "127.0.0.1 "+c.UnixAddr())
 	}
 	for _, h := range c.cfg.hcl {
 		b.WriteString(h + "\n")

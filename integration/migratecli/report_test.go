@@ -162,6 +162,14 @@ func TestStatusAndVerify(t *testing.T) {
 	e.del(clitest.ExpectedKey(p, deleted.Bucket, deleted.Key))
 	e.put(clitest.ExpectedKey(p, "routes", "extra route/1"), []byte("extra"), 3)
 	e.put(clitest.ExpectedKey(p, reflagged.Bucket, reflagged.Key), reflagged.Data, uint64(reflagged.Version)+100)
+	// The online migration left store2 frozen behind .done: unfreezing it
+	// is refused without the flag that names the risk.
+	if r := e.MustRun(3, "unfreeze", "-f", confs[0]); !strings.Contains(r.Stderr, "--accept-store2-revert") {
+		t.Errorf("unfreeze behind .done:\n%s", r)
+	}
+	if r := e.MustRun(0, "unfreeze", "-f", confs[0], "--accept-store2-revert"); !strings.Contains(r.Stderr, "store2 unfrozen: deployhook unfreeze (after .done: --accept-store2-revert)") {
+		t.Errorf("unfreeze --accept-store2-revert:\n%s", r)
+	}
 	if err := e.PG.Exec(context.Background(), e.db("jm"),
 		`INSERT INTO store2_records (bucket, key, version, data) VALUES ('policies', 'new::policy x', 9, '\x00ff')`); err != nil {
 		t.Fatal(err)

@@ -3,11 +3,11 @@
 //
 // Every error is classified for the migration: connection failures, 5xx
 // answers (a leader election: "No cluster leader") and request timeouts are
-// migrate.Transient; a 403 says "permission denied" and matches
-// ErrPermissionDenied; a request over the server's limits matches
-// ErrRequestTooLarge; a rolled-back transaction is a *migrate.TxnError, and
-// also migrate.ErrLockLost when its fence failed. The token never appears in
-// an error.
+// migrate.Transient; a 403, and a transaction rolled back because an op was
+// denied, match migrate.ErrPermissionDenied; a request over the server's
+// limits matches migrate.ErrTooLarge; a rolled-back transaction is a
+// *migrate.TxnError, and also migrate.ErrLockLost when its fence failed. The
+// token never appears in an error.
 package consulkv
 
 import (
@@ -29,22 +29,13 @@ import (
 // environment (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
 // CONSUL_HTTP_SSL and the TLS variables), then to 127.0.0.1:8500.
 type Config struct {
-	Address   string // host:port, or a URL (http://, https://)
+	Address   string // host:port, or a URL (http://, https://, unix://)
 	Token     string // wins over TokenFile
 	TokenFile string
 	// RequestTimeout bounds each non-blocking request (default 30s); a
 	// request that runs out of it is Transient.
 	RequestTimeout time.Duration
 }
-
-// ErrPermissionDenied is a request the token may not make: HTTP 403, or a
-// transaction rolled back because an op was denied (then also a
-// *migrate.TxnError).
-var ErrPermissionDenied = errors.New("permission denied")
-
-// ErrRequestTooLarge is a transaction refused for its size: more than 128
-// ops, or a body over the server's limit (HTTP 413).
-var ErrRequestTooLarge = errors.New("request too large")
 
 // MaxOps is Consul 1.16's fixed limit on operations in one transaction,
 // the fence included.
@@ -53,7 +44,6 @@ const MaxOps = 128
 // Store is store3 on one Consul agent.
 type Store struct {
 	c       *api.Client
-	cfg     *api.Config // as NewClient resolved it: scheme, address, HTTP client
 	token   string
 	timeout time.Duration
 }
@@ -96,15 +86,15 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	s := &Store{c: c, cfg: ac, token: ac.Token, timeout: cfg.RequestTimeout}
+	// NewClient left in ac.HttpClient the client it uses, the one it
+	// built for a unix:// address included: Scan streams through it.
+	ac.HttpClient.Transport = scanTransport{base: ac.HttpClient.Transport}
+	s := &Store{c: c, token: ac.Token, timeout: cfg.RequestTimeout}
 	if s.timeout <= 0 {
 		s.timeout = 30 * time.Second
 	}
 	return s, nil
 }
-
-// Client is the underlying consul/api client.
-func (s *Store) Client() *api.Client { return s.c }
 
 // Get implements migrate.KV.
 func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
@@ -124,25 +114,6 @@ func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
 	return &pair, nil
 }
 
-// List implements migrate.KV.
-func (s *Store) List(ctx context.Context, prefix string) ([]migrate.Pair, error) {
-	if err := addressable(prefix); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	ps, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, s.classify(ctx, fmt.Sprintf("list %q", prefix), err)
-	}
-	out := make([]migrate.Pair, len(ps))
-	for i, p := range ps {
-		out[i] = toPair(p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, nil
-}
-
 // Keys implements migrate.KV.
 func (s *Store) Keys(ctx context.Context, prefix, separator string) ([]string, error) {
 	if err := addressable(prefix); err != nil {
@@ -156,18 +127,6 @@ func (s *Store) Keys(ctx context.Context, prefix, separator string) ([]string, e
 	}
 	sort.Strings(keys)
 	return keys, nil
-}
-
-// Index implements migrate.KV: the X-Consul-Index of a keys read under
-// prefix.
-func (s *Store) Index(ctx context.Context, prefix string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, meta, err := s.c.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return 0, s.classify(ctx, fmt.Sprintf("index of %q", prefix), err)
-	}
-	return meta.LastIndex, nil
 }
 
 func toPair(p *api.KVPair) migrate.Pair {
@@ -194,7 +153,7 @@ func (s *Store) Limits(ctx context.Context) migrate.Limits {
 		l := migrate.DefaultLimits
 		l.FromServer = false
 		l.ServerReason = fmt.Sprintf("%v; assuming Consul 1.16 defaults", s.classify(ctx, "read limits from /v1/agent/self", err))
-		if errors.Is(err, ErrPermissionDenied) || isStatus(err, http.StatusForbidden) {
+		if isStatus(err, http.StatusForbidden) {
 			l.ServerReason = "read limits from /v1/agent/self: permission denied (the token lacks agent:read); assuming Consul 1.16 defaults"
 		}
 		return l

@@ -83,7 +83,7 @@ func TestTxnOpsLimit(t *testing.T) {
 		"129 ops":           s.Txn(ctx, migrate.Fence{}, sets(129)),
 		"fence and 128 ops": s.Txn(ctx, fence, sets(128)),
 	} {
-		if !errors.Is(err, consulkv.ErrRequestTooLarge) || !strings.Contains(err.Error(), "Transaction contains too many operations (129 > 128)") {
+		if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Transaction contains too many operations (129 > 128)") {
 			t.Errorf("%s: %v, want ErrRequestTooLarge: too many operations (129 > 128)", name, err)
 		}
 		if migrate.IsTransient(err) {
@@ -143,7 +143,7 @@ func TestTxnBodyLimit(t *testing.T) {
 	}
 	set.Key += "k"
 	err = s.Txn(ctx, fence, []migrate.Op{set})
-	if !errors.Is(err, consulkv.ErrRequestTooLarge) || !strings.Contains(err.Error(), "Request body(100001 bytes) too large, max size: 100000 bytes") {
+	if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Request body(100001 bytes) too large, max size: 100000 bytes") {
 		t.Errorf("body of MaxBody+1: %v, want ErrRequestTooLarge", err)
 	}
 	// A value over kv_max_value_size in a body that fits.
@@ -250,7 +250,7 @@ func TestLockBusyAndRelease(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Errorf("waiter: %v", err)
 	}
-	info, _, err := s.Client().Session().Info(session, nil)
+	info, _, err := shared.Client().Session().Info(session, nil)
 	if err != nil || info != nil {
 		t.Errorf("session after Unlock: %+v, %v; want destroyed", info, err)
 	}
@@ -277,10 +277,6 @@ func TestKVReads(t *testing.T) {
 	ctx := ctxT(t)
 	s := newStore(t, shared, "")
 	p := prefix(t)
-	before, err := s.Index(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ops []migrate.Op
 	for _, k := range []string{"b/2", "a/1", "a/0", "c"} {
 		ops = append(ops, migrate.Op{Verb: migrate.VerbSet, Key: p + k, Value: []byte(k), Flags: 42})
@@ -295,26 +291,18 @@ func TestKVReads(t *testing.T) {
 	if d := cmp.Diff([]string{p + "a/", p + "b/", p + "c"}, keys); d != "" {
 		t.Errorf("Keys (-want +got):\n%s", d)
 	}
-	list, err := s.List(ctx, p+"a/")
-	if err != nil {
+	var got []string
+	if err := s.Scan(ctx, p+"a/", func(pr *migrate.Pair) error {
+		got = append(got, fmt.Sprintf("%s=%s/%d", pr.Key, pr.Value, pr.Flags))
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, pr := range list {
-		got = append(got, fmt.Sprintf("%s=%s/%d", pr.Key, pr.Value, pr.Flags))
-	}
 	if d := cmp.Diff([]string{p + "a/0=a/0/42", p + "a/1=a/1/42"}, got); d != "" {
-		t.Errorf("List (-want +got):\n%s", d)
+		t.Errorf("Scan (-want +got):\n%s", d)
 	}
 	if pr, err := s.Get(ctx, p+"nope"); pr != nil || err != nil {
 		t.Errorf("Get of a missing key = %+v, %v", pr, err)
-	}
-	after, err := s.Index(ctx, p)
-	if err != nil || after <= before {
-		t.Errorf("Index %d after writes, %d before (%v)", after, before, err)
-	}
-	if again, _ := s.Index(ctx, p); again != after {
-		t.Errorf("Index moved without writes: %d, %d", after, again)
 	}
 }
 
@@ -360,7 +348,7 @@ session_prefix "" { policy = "write" }`)
 
 	s := newStore(t, c, ro)
 	err = s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: p + "k"}})
-	if !errors.Is(err, consulkv.ErrPermissionDenied) || !strings.Contains(err.Error(), "permission denied") || migrate.IsTransient(err) {
+	if !errors.Is(err, migrate.ErrPermissionDenied) || !strings.Contains(err.Error(), "permission denied") || migrate.IsTransient(err) {
 		t.Errorf("write with a read-only token: %v, want permission denied", err)
 	}
 	if err != nil && strings.Contains(err.Error(), ro) {
@@ -393,7 +381,7 @@ session_prefix "" { policy = "write" }`)
 	if err := w.Txn(ctx, migrate.Fence{}, probe); !errors.As(err, new(*migrate.TxnError)) {
 		t.Errorf("probe with a write token: %v, want a rolled-back txn", err)
 	}
-	if err := s.Txn(ctx, migrate.Fence{}, probe); !errors.Is(err, consulkv.ErrPermissionDenied) {
+	if err := s.Txn(ctx, migrate.Fence{}, probe); !errors.Is(err, migrate.ErrPermissionDenied) {
 		t.Errorf("probe with a read-only token: %v, want permission denied", err)
 	}
 }
@@ -489,8 +477,8 @@ func TestDotSegmentsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{p + "a/.", p + "a/..", p + "a/./x"} {
-		if ps, err := s.List(ctx, k); err == nil {
-			t.Errorf("List(%q) = %d pairs, want an error", k, len(ps))
+		if err := s.Scan(ctx, k, func(*migrate.Pair) error { return nil }); err == nil {
+			t.Errorf("Scan(%q): no error", k)
 		}
 		if ks, err := s.Keys(ctx, k, "/"); err == nil {
 			t.Errorf("Keys(%q) = %q, want an error", k, ks)
@@ -499,45 +487,8 @@ func TestDotSegmentsRefused(t *testing.T) {
 			t.Errorf("Get(%q) = %+v, want an error", k, pr)
 		}
 	}
-	if ps, err := s.List(ctx, p+"a/.x"); err != nil || len(ps) != 0 {
-		t.Errorf(`List("a/.x") = %d pairs, %v; want none and no error`, len(ps), err)
-	}
-}
-
-// ScanPairs streams what List returns: same pairs, same order, values
-// byte for byte, and nothing (no error) for an empty prefix.
-func TestScanPairsMatchesList(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	s := newStore(t, shared, "")
-	p := prefix(t)
-	var ops []migrate.Op
-	for i := range 300 {
-		ops = append(ops, migrate.Op{Verb: migrate.VerbSet, Key: fmt.Sprintf("%sb/k=%03d", p, i), Value: []byte{byte(i), 0, 0xFF, '"'}, Flags: uint64(i) << 40})
-	}
-	for len(ops) > 0 {
-		n := min(len(ops), 120)
-		if err := s.Txn(ctx, migrate.Fence{}, ops[:n]); err != nil {
-			t.Fatal(err)
-		}
-		ops = ops[n:]
-	}
-	list, err := s.List(ctx, p+"b/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []migrate.Pair
-	if err := s.ScanPairs(ctx, p+"b/", func(pr *migrate.Pair) error { got = append(got, *pr); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(list, got); d != "" || len(got) != 300 {
-		t.Errorf("ScanPairs differs from List (%d pairs) (-list +scan):\n%s", len(got), d)
-	}
 	n := 0
-	if err := s.ScanPairs(ctx, p+"none/", func(*migrate.Pair) error { n++; return nil }); err != nil || n != 0 {
-		t.Errorf("ScanPairs of an empty prefix: %d pairs, %v", n, err)
-	}
-	if err := s.ScanPairs(ctx, p+"b/.", func(*migrate.Pair) error { return nil }); err == nil {
-		t.Errorf("ScanPairs of a '.' segment: no error")
+	if err := s.Scan(ctx, p+"a/.x", func(*migrate.Pair) error { n++; return nil }); err != nil || n != 0 {
+		t.Errorf(`Scan("a/.x") = %d pairs, %v; want none and no error`, n, err)
 	}
 }

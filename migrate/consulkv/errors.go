@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,48 +22,31 @@ func (s *Store) classify(ctx context.Context, what string, err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	if s.token != "" && strings.Contains(msg, s.token) {
+	if s.token != "" && strings.Contains(err.Error(), s.token) {
 		// consul/api sends the token in a header, so this should never
 		// happen; if it does, the text is all we keep.
-		err = errors.New(strings.ReplaceAll(msg, s.token, "****"))
+		err = errors.New(strings.ReplaceAll(err.Error(), s.token, "****"))
 	}
 	var se api.StatusError
+	var ue *url.Error
+	var ne net.Error
 	switch {
 	case errors.As(err, &se):
 		switch {
 		case se.Code == http.StatusForbidden:
-			return fmt.Errorf("%s: %w: %s", what, ErrPermissionDenied, se.Body)
+			return fmt.Errorf("%s: %w: %s", what, migrate.ErrPermissionDenied, se.Body)
 		case se.Code == http.StatusRequestEntityTooLarge:
-			return fmt.Errorf("%s: %w: %s", what, ErrRequestTooLarge, se.Body)
+			return fmt.Errorf("%s: %w: %s", what, migrate.ErrTooLarge, se.Body)
 		case se.Code >= 500 || se.Code == http.StatusTooManyRequests:
 			return migrate.Transient(fmt.Errorf("%s: %w", what, err))
 		}
-		return fmt.Errorf("%s: %w", what, err)
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil && context.Cause(ctx) == context.Canceled:
-		return fmt.Errorf("%s: %w", what, err) // the caller gave up
+		// the caller gave up
 	case errors.Is(err, context.DeadlineExceeded):
 		return migrate.Transient(fmt.Errorf("%s: timed out: %w", what, err))
-	}
-	var ue *url.Error
-	var ne net.Error
-	if errors.As(err, &ue) || errors.As(err, &ne) || transientText(msg) {
+	case errors.As(err, &ue), errors.As(err, &ne), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		// the connection failed, or was cut mid-answer
 		return migrate.Transient(fmt.Errorf("%s: %w", what, err))
 	}
-	if strings.Contains(strings.ToLower(msg), "permission denied") {
-		return fmt.Errorf("%s: %w: %v", what, ErrPermissionDenied, err)
-	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// transientText recognizes the transient failures consul/api reports only
-// as text (its lock helper formats errors with %v).
-func transientText(msg string) bool {
-	for _, s := range []string{"No cluster leader", "connection refused", "connection reset",
-		"Unexpected response code: 5", "EOF", "timeout", "i/o timeout", "rpc error", "leadership lost"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }

@@ -5,69 +5,75 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/apcera/deployhook/migrate"
 )
 
-// ScanPairs implements migrate.PairScanner: it reads every pair under
-// prefix in one recursive GET, as KV().List does, but decodes the response
-// as it arrives and hands each pair to fn, so memory stays constant however
-// many keys the prefix holds. consul/api's List holds them all, values
-// included, which made verification grow with the largest bucket. The
-// decoding is decodeKVList's (kvlist.go), which agrees with encoding/json
-// at a fraction of its cost.
-func (s *Store) ScanPairs(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
+// Scan implements migrate.KV. It is consul/api's own KV().List, so that
+// every address form (http://, https:// with the CONSUL_* TLS settings,
+// unix://), the token, CONSUL_HTTP_AUTH and the client's headers apply to
+// it as to every other request; but the body is decoded as it arrives
+// (decodeKVList), by scanTransport, and handed to fn pair by pair: List
+// itself would hold every pair, values included.
+func (s *Store) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
 	if err := addressable(prefix); err != nil {
 		return err
 	}
-	what := fmt.Sprintf("list %q", prefix)
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	q := url.Values{"recurse": {"true"}}
-	if s.cfg.Datacenter != "" {
-		q.Set("dc", s.cfg.Datacenter)
+	call := &scanCall{fn: fn}
+	q := (&api.QueryOptions{}).WithContext(context.WithValue(ctx, scanKey{}, call))
+	_, _, err := s.c.KV().List(prefix, q)
+	switch {
+	case call.fnErr != nil:
+		return call.fnErr
+	case call.err != nil:
+		err = fmt.Errorf("read the listing: %w", call.err)
 	}
-	if s.cfg.Namespace != "" {
-		q.Set("ns", s.cfg.Namespace)
-	}
-	if s.cfg.Partition != "" {
-		q.Set("partition", s.cfg.Partition)
-	}
-	u := url.URL{Scheme: s.cfg.Scheme, Host: s.cfg.Address, Path: s.cfg.PathPrefix + "/v1/kv/" + prefix, RawQuery: q.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if s.token != "" {
-		req.Header.Set("X-Consul-Token", s.token)
-	}
-	// The agent is local and the servers are CPU-bound during a migration:
-	// compressing the listing costs them more than it saves.
-	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := s.cfg.HttpClient.Do(req)
-	if err != nil {
-		return s.classify(ctx, what, err)
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return nil // nothing under the prefix
-	default:
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return s.classify(ctx, what, api.StatusError{Code: resp.StatusCode, Body: string(body)})
-	}
+	return s.classify(ctx, fmt.Sprintf("list %q", prefix), err)
+}
 
-	var fnErr error
-	err = decodeKVList(resp.Body, func(p *migrate.Pair) error {
-		fnErr = fn(p)
-		return fnErr
-	})
-	if err != nil && fnErr == nil {
-		return s.classify(ctx, what, fmt.Errorf("decode: %w", err))
+// scanKey is the context key of a Scan's request.
+type scanKey struct{}
+
+// scanCall is one Scan: its callback, and what decoding the body came to.
+type scanCall struct {
+	fn    func(*migrate.Pair) error
+	fnErr error // fn's
+	err   error // the body's
+}
+
+// scanTransport wraps the transport consul/api built (for unix:// too).
+// A request whose context carries a *scanCall gets its 200 body decoded
+// into the callback as it streams in; consul/api gets an empty list in its
+// place, and handles every other answer (404, 403, 5xx) as for any request.
+type scanTransport struct{ base http.RoundTripper }
+
+func (t scanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	call, _ := req.Context().Value(scanKey{}).(*scanCall)
+	if call == nil {
+		return t.base.RoundTrip(req)
 	}
-	return err
+	// The agent is local and the servers are busy during a migration:
+	// compressing a listing costs them more than it saves.
+	req = req.Clone(req.Context())
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	err = decodeKVList(resp.Body, func(p *migrate.Pair) error {
+		call.fnErr = call.fn(p)
+		return call.fnErr
+	})
+	if call.fnErr == nil {
+		call.err = err
+	}
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader("[]"))
+	resp.ContentLength = 2
+	return resp, nil
 }

@@ -66,8 +66,9 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 	for _, e := range resp.Errors {
 		te.Errors = append(te.Errors, fmt.Sprintf("op %d: %s", e.OpIndex, e.What))
 		// Consul vets every op against the ACLs before it runs any, and
-		// reports a denial as a rolled-back op.
-		if strings.HasPrefix(strings.ToLower(e.What), "permission denied") {
+		// reports a denial as a rolled-back op whose reason is the only
+		// sign of it: "Permission denied: token ... lacks permission ...".
+		if strings.HasPrefix(e.What, "Permission denied") {
 			denied = true
 		} else if fence.Session != "" && e.OpIndex == 0 {
 			fenceFailed = true
@@ -78,7 +79,7 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 	}
 	switch {
 	case denied:
-		return fmt.Errorf("%s: %w: %w", what, ErrPermissionDenied, te)
+		return fmt.Errorf("%s: %w: %w", what, migrate.ErrPermissionDenied, te)
 	case fenceFailed:
 		return fmt.Errorf("%s: %w: session %s no longer holds %q: %w", what, migrate.ErrLockLost, fence.Session, fence.LockKey, te)
 	}

@@ -22,8 +22,8 @@ type Store struct {
 	// 1. A non-nil error is returned instead of applying the transaction.
 	BeforeTxn func(seq int64, fence migrate.Fence, ops []migrate.Op) error
 	// DenyWrite, when set, makes writes of the keys it returns true for
-	// fail as Consul's ACLs do: the transaction is rolled back with
-	// "Permission denied".
+	// fail as Consul's ACLs do: the transaction is rolled back, and its
+	// error matches migrate.ErrPermissionDenied.
 	DenyWrite func(key string) bool
 	// Limits is what Limits returns; the zero value means the defaults.
 	// The op count and value size are enforced.
@@ -134,14 +134,30 @@ func (s *Store) Get(ctx context.Context, key string) (*migrate.Pair, error) {
 	return nil, nil
 }
 
-// List implements migrate.KV.
-func (s *Store) List(ctx context.Context, prefix string) ([]migrate.Pair, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// Scan implements migrate.KV. It hands fn a copy of each pair whose Value
+// is one reused buffer, scribbled over after fn returns, as a streaming
+// driver may reuse it: a caller that keeps Value sees garbage.
+func (s *Store) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.listLocked(prefix), nil
+	pairs := s.listLocked(prefix)
+	s.mu.Unlock()
+	var buf []byte
+	for _, p := range pairs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p.Value != nil {
+			buf = append(buf[:0], p.Value...)
+			p.Value = buf
+		}
+		if err := fn(&p); err != nil {
+			return err
+		}
+		for i := range buf {
+			buf[i] = 0xEE
+		}
+	}
+	return nil
 }
 
 // Keys implements migrate.KV.
@@ -179,7 +195,9 @@ func (s *Store) Limits(ctx context.Context) migrate.Limits {
 	return s.TxnLimits
 }
 
-// Index implements migrate.KV: the index of the last write anywhere.
+// Index is the index of the last write anywhere, what X-Consul-Index
+// reports on Consul: tests check that a dry run leaves it unchanged. It is
+// not part of migrate.KV.
 func (s *Store) Index(ctx context.Context, prefix string) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -208,24 +226,24 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 		n++
 	}
 	if n > l.MaxOps {
-		return &migrate.TxnError{Errors: []string{fmt.Sprintf("Transaction contains too many operations (%d > %d)", n, l.MaxOps)}}
+		return fmt.Errorf("txn: %w: transaction contains too many operations (%d > %d)", migrate.ErrTooLarge, n, l.MaxOps)
 	}
 	if fence.Session != "" {
 		if p := s.pairs[fence.LockKey]; p == nil || p.Session != fence.Session {
 			return fmt.Errorf("%w: %w", migrate.ErrLockLost, &migrate.TxnError{Errors: []string{fmt.Sprintf("op 0: key %q is not currently locked by session %q", fence.LockKey, fence.Session)}})
 		}
 	}
-	var errs []string
+	var denied []string
 	for i, op := range ops {
 		if len(op.Value) > l.MaxValue {
-			errs = append(errs, fmt.Sprintf("op %d: value for key %q is too large (%d > %d bytes)", i, op.Key, len(op.Value), l.MaxValue))
+			return fmt.Errorf("txn: %w: value for key %q is too large (%d > %d bytes)", migrate.ErrTooLarge, op.Key, len(op.Value), l.MaxValue)
 		}
 		if s.DenyWrite != nil && op.Verb != migrate.VerbCheckIndex && op.Verb != migrate.VerbCheckNotExists && s.DenyWrite(op.Key) {
-			errs = append(errs, fmt.Sprintf("op %d: Permission denied", i))
+			denied = append(denied, fmt.Sprintf("op %d: write of %q denied", i, op.Key))
 		}
 	}
-	if errs != nil {
-		return &migrate.TxnError{Errors: errs}
+	if denied != nil {
+		return fmt.Errorf("txn: %w: %w", migrate.ErrPermissionDenied, &migrate.TxnError{Errors: denied})
 	}
 	// Apply with an undo log, so that a failing op rolls everything back.
 	type undo struct {

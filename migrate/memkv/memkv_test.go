@@ -1,6 +1,8 @@
 package memkv_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/apcera/deployhook/migrate"
@@ -9,9 +11,9 @@ import (
 )
 
 func TestKVConformance(t *testing.T) {
-	migratetest.TestKV(t, func(t *testing.T) (migrate.KV, migrate.Locker) {
+	migratetest.TestKV(t, func(t *testing.T) migratetest.Store {
 		s := memkv.New()
-		return s, s
+		return migratetest.Store{KV: s, Locker: s, Index: s.Index}
 	})
 }
 
@@ -19,4 +21,20 @@ func TestSourceConformance(t *testing.T) {
 	migratetest.TestSource(t, func(t *testing.T, records []migrate.Record) migrate.Source {
 		return memkv.NewSource(records)
 	})
+}
+
+// A denied write fails as consulkv's does: ErrPermissionDenied, and a
+// rolled-back transaction; nothing is written.
+func TestDenyWrite(t *testing.T) {
+	ctx := context.Background()
+	s := memkv.New()
+	s.DenyWrite = func(k string) bool { return k == "p/denied" }
+	err := s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: "p/ok"}, {Verb: migrate.VerbSet, Key: "p/denied"}})
+	var te *migrate.TxnError
+	if !errors.Is(err, migrate.ErrPermissionDenied) || !errors.As(err, &te) {
+		t.Fatalf("denied write: %v, want ErrPermissionDenied and a *TxnError", err)
+	}
+	if p, _ := s.Get(ctx, "p/ok"); p != nil {
+		t.Fatalf("a denied transaction wrote %+v", p)
+	}
 }

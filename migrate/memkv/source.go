@@ -29,9 +29,13 @@ type Source struct {
 	UnfreezeErr func() error
 	// FreezeMissing is what CanFreeze returns: the grant the role lacks.
 	FreezeMissing string
+	// NoMarker makes snapshots return no marker: every catch-up round
+	// compares in full.
+	NoMarker bool
 
 	mu      sync.Mutex
 	records []migrate.Record
+	gen     int // counts the changes: a snapshot's marker
 	opened  int
 	freezes int
 	frozen  bool
@@ -83,6 +87,7 @@ func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
 	// Copy on write: snapshots hold the old slice.
 	s.records = slices.Clone(s.records)
 	s.insertLocked(r)
+	s.gen++
 	return nil
 }
 
@@ -97,6 +102,7 @@ func (s *Source) Delete(ctx context.Context, bucket, key string) (bool, error) {
 	i, found := slices.BinarySearchFunc(s.records, migrate.Record{Bucket: bucket, Key: key}, compareRecords)
 	if found {
 		s.records = slices.Delete(slices.Clone(s.records), i, i+1)
+		s.gen++
 	}
 	return found, nil
 }
@@ -189,14 +195,14 @@ func (s *Source) Snapshot(ctx context.Context) (migrate.Snapshot, error) {
 	s.mu.Lock()
 	s.opened++
 	n := s.opened
-	recs := s.records
+	recs, gen := s.records, s.gen
 	s.mu.Unlock()
 	if s.OpenErr != nil {
 		if err := s.OpenErr(n); err != nil {
 			return nil, err
 		}
 	}
-	return &snapshot{src: s, n: n, records: recs}, nil
+	return &snapshot{src: s, n: n, records: recs, gen: gen}, nil
 }
 
 // NeverUsed is a source whose database does not exist.
@@ -211,7 +217,16 @@ type snapshot struct {
 	src     *Source
 	n       int
 	records []migrate.Record
+	gen     int
 	closed  bool
+}
+
+// Marker implements migrate.SnapshotMarker, unless the source's NoMarker.
+func (s *snapshot) Marker(ctx context.Context) (string, error) {
+	if s.src.NoMarker {
+		return "", nil
+	}
+	return fmt.Sprint(s.gen), nil
 }
 
 func (s *snapshot) Count(ctx context.Context) (int64, error) {

@@ -24,12 +24,25 @@ func testPrefix(t *testing.T) string {
 	return fmt.Sprintf("migratetest/%d/", rand.Uint64())
 }
 
-// TestKV runs the KV and Locker conformance suite. newKV returns a fresh
-// store; the suite works under a random prefix of its own.
-func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker)) {
+// Store is what a TestKV factory returns.
+type Store struct {
+	KV     migrate.KV
+	Locker migrate.Locker
+	// Index returns the store's current raft index under prefix (Consul's
+	// X-Consul-Index): what a write that was rolled back must leave
+	// unchanged. Only tests read it, so it is not part of migrate.KV.
+	Index func(ctx context.Context, prefix string) (uint64, error)
+}
+
+// TestKV runs the KV and Locker conformance suite. newStore returns a
+// fresh store; the suite works under a random prefix of its own.
+func TestKV(t *testing.T, newStore func(t *testing.T) Store) {
 	ctx := context.Background()
+	var index func(ctx context.Context, prefix string) (uint64, error)
 	setup := func(t *testing.T) (migrate.KV, migrate.Locker, string, migrate.Lock) {
-		kv, lk := newKV(t)
+		st := newStore(t)
+		kv, lk := st.KV, st.Locker
+		index = st.Index
 		p := testPrefix(t)
 		l, err := lk.TryLock(ctx, p+"migration/.lock", 5*time.Second)
 		if err != nil {
@@ -45,7 +58,7 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		return migrate.Op{Verb: migrate.VerbSet, Key: k, Value: []byte(v), Flags: flags}
 	}
 
-	t.Run("SetGetListKeys", func(t *testing.T) {
+	t.Run("SetGetScanKeys", func(t *testing.T) {
 		kv, _, p, l := setup(t)
 		ops := []migrate.Op{set(p+"b/2", "two", 2), set(p+"a/1", "one", 1), set(p+"b/1", "", 1<<63), set(p+"c", "leaf", 0), set(p+"a/x/y", "deep", 5)}
 		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
@@ -61,9 +74,9 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		if got, err := kv.Get(ctx, p+"absent"); err != nil || got != nil {
 			t.Fatalf("Get of an absent key = %+v, %v", got, err)
 		}
-		pairs, err := kv.List(ctx, p+"b/")
+		pairs, err := scanAll(ctx, kv, p+"b/")
 		if err != nil || len(pairs) != 2 || pairs[0].Key != p+"b/1" || pairs[1].Key != p+"b/2" {
-			t.Fatalf("List = %+v, %v", pairs, err)
+			t.Fatalf("Scan = %+v, %v", pairs, err)
 		}
 		keys, err := kv.Keys(ctx, p, "/")
 		if want := []string{p + "a/", p + "b/", p + "c", p + "migration/"}; err != nil || !slices.Equal(keys, want) {
@@ -75,7 +88,7 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		}
 	})
 
-	t.Run("ListSortedByteOrder", func(t *testing.T) {
+	t.Run("ScanSortedByteOrder", func(t *testing.T) {
 		kv, _, p, l := setup(t)
 		var ops []migrate.Op
 		for _, k := range []string{"z", "A", "=3D", "-", "_", "a.b", "0", "=C3=A9", "a"} {
@@ -84,12 +97,73 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
 			t.Fatal(err)
 		}
-		pairs, err := kv.List(ctx, p+"s/")
+		pairs, err := scanAll(ctx, kv, p+"s/")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !slices.IsSortedFunc(pairs, func(a, b migrate.Pair) int { return bytes.Compare([]byte(a.Key), []byte(b.Key)) }) || len(pairs) != len(ops) {
-			t.Fatalf("List not sorted: %v", pairs)
+			t.Fatalf("Scan not sorted: %v", pairs)
+		}
+	})
+
+	// Scan hands over every pair as Get reads it: value byte for byte
+	// (binary, empty, large), flags, modify index, and the session of a
+	// lock key; across several transactions, so that indexes differ.
+	t.Run("ScanMatchesGet", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		var keys []string
+		for tx := range 3 {
+			var ops []migrate.Op
+			for i := range 100 {
+				k := fmt.Sprintf("%sv/%d-%03d", p, tx, i)
+				v := bytes.Repeat([]byte{byte(i), 0, 0xFF, '"', '\\'}, i*i%97)
+				if i == 99 {
+					v = bytes.Repeat([]byte{byte(tx)}, 100_000)
+				}
+				ops = append(ops, migrate.Op{Verb: migrate.VerbSet, Key: k, Value: v, Flags: uint64(i) << (tx * 20)})
+				keys = append(keys, k)
+			}
+			if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := scanAll(ctx, kv, p+"v/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(keys) {
+			t.Fatalf("Scan returned %d pairs, want %d", len(got), len(keys))
+		}
+		for i, k := range keys {
+			want, err := kv.Get(ctx, k)
+			if err != nil || want == nil {
+				t.Fatalf("Get(%q) = %+v, %v", k, want, err)
+			}
+			g := got[i]
+			if g.Key != want.Key || !bytes.Equal(g.Value, want.Value) || g.Flags != want.Flags || g.ModifyIndex != want.ModifyIndex || g.ModifyIndex == 0 || g.Session != "" {
+				t.Fatalf("Scan pair %d = %q flags %d index %d (%d bytes); Get: %q flags %d index %d (%d bytes)",
+					i, g.Key, g.Flags, g.ModifyIndex, len(g.Value), want.Key, want.Flags, want.ModifyIndex, len(want.Value))
+			}
+		}
+		lock, err := scanAll(ctx, kv, p+"migration/")
+		if err != nil || len(lock) != 1 || lock[0].Session != l.Session() {
+			t.Fatalf("Scan of the lock key = %+v, %v; want held by %s", lock, err, l.Session())
+		}
+	})
+
+	t.Run("ScanEmptyAndStopped", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		n := 0
+		if err := kv.Scan(ctx, p+"none/", func(*migrate.Pair) error { n++; return nil }); err != nil || n != 0 {
+			t.Fatalf("Scan of an empty prefix: %d pairs, %v", n, err)
+		}
+		if err := kv.Txn(ctx, fenceOf(p, l), []migrate.Op{set(p+"x/1", "1", 0), set(p+"x/2", "2", 0), set(p+"x/3", "3", 0)}); err != nil {
+			t.Fatal(err)
+		}
+		stop := errors.New("stop")
+		err := kv.Scan(ctx, p+"x/", func(*migrate.Pair) error { n++; return stop })
+		if err != stop || n != 1 {
+			t.Fatalf("Scan = %v after %d pairs, want the callback's error as is after 1", err, n)
 		}
 	})
 
@@ -132,7 +206,7 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 
 	t.Run("CheckIndexOfAbsentKeyFails", func(t *testing.T) {
 		kv, _, p, _ := setup(t)
-		before, err := kv.Index(ctx, p)
+		before, err := index(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +218,7 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		if got, _ := kv.Get(ctx, p+"probe"); got != nil {
 			t.Fatal("probe wrote its key")
 		}
-		if after, err := kv.Index(ctx, p); err != nil || after != before {
+		if after, err := index(ctx, p); err != nil || after != before {
 			t.Fatalf("index %d -> %d (%v) after a rolled-back probe", before, after, err)
 		}
 	})
@@ -162,8 +236,12 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 		if err := kv.Txn(ctx, fenceOf(p, l), ops); err != nil {
 			t.Fatalf("MaxOps ops with the fence: %v", err)
 		}
-		if err := kv.Txn(ctx, fenceOf(p, l), append(ops, set(p+"m/over", "x", 0))); err == nil {
-			t.Fatal("MaxOps+1 ops accepted")
+		if err := kv.Txn(ctx, fenceOf(p, l), append(ops, set(p+"m/over", "x", 0))); !errors.Is(err, migrate.ErrTooLarge) {
+			t.Fatalf("MaxOps+1 ops: %v, want ErrTooLarge", err)
+		}
+		big := set(p+"m/big", string(make([]byte, lim.MaxValue+1)), 0)
+		if err := kv.Txn(ctx, fenceOf(p, l), []migrate.Op{big}); !errors.Is(err, migrate.ErrTooLarge) {
+			t.Fatalf("a value of MaxValue+1 bytes: %v, want ErrTooLarge", err)
 		}
 	})
 
@@ -238,6 +316,18 @@ func TestKV(t *testing.T, newKV func(t *testing.T) (migrate.KV, migrate.Locker))
 			t.Fatalf("waiting TryLock: %v", err)
 		}
 	})
+}
+
+// scanAll collects what Scan hands over, values copied.
+func scanAll(ctx context.Context, kv migrate.KV, prefix string) ([]migrate.Pair, error) {
+	var out []migrate.Pair
+	err := kv.Scan(ctx, prefix, func(p *migrate.Pair) error {
+		c := *p
+		c.Value = bytes.Clone(p.Value)
+		out = append(out, c)
+		return nil
+	})
+	return out, err
 }
 
 // SourceWriter is what a Source factory may also return to let the suite

@@ -22,8 +22,8 @@ func (s *Source) wrap(ctx context.Context, what string, err error) error {
 		case "3D000":
 			return fmt.Errorf("database %q does not exist on %s: %w (this cluster never used store2)",
 				s.conn.Database, s.server(), migrate.ErrNeverUsed)
-		case "42P01":
-			return fmt.Errorf("table %q does not exist in database %q on %s: %w (this cluster never used store2)",
+		case "42P01", "3F000": // undefined table, undefined schema
+			return fmt.Errorf("table %s does not exist in database %q on %s: %w (this cluster never used store2)",
 				s.table, s.conn.Database, s.server(), migrate.ErrNeverUsed)
 		}
 	}

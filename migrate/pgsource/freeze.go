@@ -47,7 +47,7 @@ const DefaultFreezeLockTimeout = time.Second
 var _ migrate.Freezer = (*Source)(nil)
 
 // FrozenTable implements migrate.Freezer.
-func (s *Source) FrozenTable() string { return s.table }
+func (s *Source) FrozenTable() string { return s.table.String() }
 
 // Freeze implements migrate.Freezer.
 func (s *Source) Freeze(ctx context.Context, owner, message string) error {
@@ -150,19 +150,19 @@ func (s *Source) CanFreeze(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer c.Close(context.Background())
-	var schema, role string
+	var schema, name, role string
 	var owner, trigger, create bool
-	err = c.QueryRow(ctx, `SELECT n.nspname, current_user, pg_has_role(current_user, c.relowner, 'USAGE'),
+	err = c.QueryRow(ctx, `SELECT n.nspname, c.relname, current_user, pg_has_role(current_user, c.relowner, 'USAGE'),
 			has_table_privilege(c.oid, 'TRIGGER'), has_schema_privilege(n.oid, 'CREATE')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = $1::text::regclass`, s.quoted).Scan(&schema, &role, &owner, &trigger, &create)
+		WHERE c.oid = $1::text::regclass`, s.quoted).Scan(&schema, &name, &role, &owner, &trigger, &create)
 	if err != nil {
 		return "", s.wrap(ctx, "check the freeze privileges on "+s.String(), err)
 	}
 	if owner {
 		return "", nil
 	}
-	table := ident(schema) + "." + ident(s.table)
+	table := ident(schema) + "." + ident(name)
 	who := ident(role)
 	var missing []string
 	if !trigger {
@@ -226,4 +226,19 @@ func ident(s string) string {
 // standard_conforming_strings says.
 func quoteLiteral(s string) string {
 	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+var _ migrate.SnapshotMarker = (*snapshot)(nil)
+
+// Marker implements migrate.SnapshotMarker: the transaction's snapshot
+// (xmin:xmax:in-progress xids). Two equal ones saw no transaction commit
+// between them, anywhere on the server: store2 did not change. Writes to
+// other tables or databases make them differ, which only costs a full
+// comparison.
+func (sn *snapshot) Marker(ctx context.Context) (string, error) {
+	var m string
+	if err := sn.tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&m); err != nil {
+		return "", sn.s.wrap(ctx, "read the snapshot of "+sn.s.String(), err)
+	}
+	return m, nil
 }

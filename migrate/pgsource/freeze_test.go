@@ -258,3 +258,40 @@ func TestCanFreeze(t *testing.T) {
 	}
 	checkWrites(t, db, false)
 }
+
+func TestSnapshotMarker(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	db := dbName(t)
+	src := newSource(t, db, []migrate.Record{{Bucket: "jobs", Key: "a", Version: 1, Data: []byte("x")}})
+	marker := func(sn migrate.Snapshot) string {
+		t.Helper()
+		m, err := sn.(migrate.SnapshotMarker).Marker(ctx)
+		if err != nil || m == "" {
+			t.Fatalf("marker %q, %v", m, err)
+		}
+		return m
+	}
+	a, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(ctx)
+	ma := marker(a)
+	if err := pg.Exec(ctx, db, `INSERT INTO store2_records (bucket, key, version, data) VALUES ('jobs', 'b', 1, 'y')`); err != nil {
+		t.Fatal(err)
+	}
+	// The same snapshot keeps its marker; a new one, after a commit, has
+	// another.
+	if m := marker(a); m != ma {
+		t.Fatalf("snapshot's marker changed: %q, then %q", ma, m)
+	}
+	b, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	if mb := marker(b); mb == ma {
+		t.Fatalf("marker %q unchanged across a commit", mb)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -24,9 +23,6 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-// DefaultTable is the store2 record table's name.
-const DefaultTable = "store2_records"
-
 // Config says where store2 is.
 type Config struct {
 	// URL is a libpq connection string (URL or keyword/value). Empty, or
@@ -35,8 +31,8 @@ type Config struct {
 	// Database is used when neither URL nor PGDATABASE names one: the
 	// component's database (jmdb, pmdb, asdb).
 	Database string
-	// Table is the record table, a plain identifier (default
-	// store2_records).
+	// Table is the record table as migrate.ParseTable reads it, possibly
+	// schema-qualified and quoted (default migrate.DefaultTable).
 	Table string
 	// ConnectTimeout applies when the URL sets none (default 10s).
 	ConnectTimeout time.Duration
@@ -48,7 +44,7 @@ type Config struct {
 // Source reads one component's store2.
 type Source struct {
 	conn     *pgx.ConnConfig
-	table    string // as configured, for messages
+	table    migrate.Table
 	quoted   string // quoted for SQL
 	password string // to scrub from errors
 
@@ -57,16 +53,15 @@ type Source struct {
 
 var _ migrate.Source = (*Source)(nil)
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*$`)
-
 // New checks cfg; it does no I/O (connections are opened per snapshot).
 func New(ctx context.Context, cfg Config) (*Source, error) {
-	table := cfg.Table
-	if table == "" {
-		table = DefaultTable
+	name := cfg.Table
+	if name == "" {
+		name = migrate.DefaultTable
 	}
-	if !identRE.MatchString(table) || len(table) > 63 {
-		return nil, fmt.Errorf("store2 table %q is not a plain identifier (letters, digits, _ and $, at most 63 bytes)", table)
+	table, err := migrate.ParseTable(name)
+	if err != nil {
+		return nil, err
 	}
 	cc, err := parse(cfg.URL, cfg.Database)
 	if err != nil {
@@ -84,7 +79,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = "deployhook"
 	}
-	src := &Source{conn: cc, table: table, quoted: pgx.Identifier{table}.Sanitize(), password: cc.Password, freezeLockTimeout: cfg.FreezeLockTimeout}
+	src := &Source{conn: cc, table: table, quoted: pgx.Identifier(table.Parts()).Sanitize(), password: cc.Password, freezeLockTimeout: cfg.FreezeLockTimeout}
 	if src.freezeLockTimeout <= 0 {
 		src.freezeLockTimeout = DefaultFreezeLockTimeout
 	}
@@ -124,7 +119,7 @@ func parse(connString, db string) (*pgx.ConnConfig, error) {
 func (s *Source) Database() string { return s.conn.Database }
 
 // Table is the record table the source reads.
-func (s *Source) Table() string { return s.table }
+func (s *Source) Table() migrate.Table { return s.table }
 
 // String names the source for messages: user, host, port, database and
 // table, never the password.
