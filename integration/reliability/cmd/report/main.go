@@ -60,6 +60,7 @@ var describe = map[string]string{
 	"online-lock-loss-at-freeze":                           "online: the lock session destroyed the moment the freeze commits: exit 5, no `.done`, no key changed after the destroy, store2 unfrozen and writable; a rerun completes",
 	"online-offline-writers":                               "online: `--offline` with the writer running: exit 5 with `store2 changed during the migration`, no `.done`, no write refused; without writers it completes without freezing",
 	"online-trigger-privilege":                             "online: a role without the TRIGGER privilege: the dry run exits 5 naming the grant, `run` refuses before any worker and writes nothing; with TRIGGER and CREATE on the schema, the dry run passes and an online migration with the writer completes",
+	"online-long-transaction-at-freeze":                    "online: a write transaction held open across the freeze: the freeze waits for it (its write is in store3) and, by its short lock timeout and retry, lets the writer's other writes through meanwhile; every check of `online-writers`",
 	"online-concurrency-together":                          "online: three hosts `run` the same component at once with the writer running: one migration, one freeze, no unfreeze, `.done` written once, every check of `online-writers`",
 	"online-concurrency-during-cutover":                    "online: two hosts `run` while the first host's worker is stopped (SIGSTOP) in its cutover: the freeze stays, one migration, one freeze, `.done` written once, every check of `online-writers`",
 }
@@ -227,7 +228,7 @@ func order(s string) int {
 	for i, k := range []string{"crash-kill9", "crash-sigterm", "consul-failover", "lock-loss-fencing", "pg-restart", "pg-terminate-backend",
 		"pg-writes-during-migration", "concurrency-3x3x3", "hostile-keys", "value-size-limit", "hostile-100k-one-bucket", "hostile-validate-inputs", "secrets",
 		"online-writers", "online-consul-failover", "online-record-failure-reserved-bucket-in-snapshot", "online-record-failure-oversize-value-during-catch-up",
-		"online-kill9-at-freeze", "online-lock-loss-during-catch-up", "online-lock-loss-at-freeze", "online-offline-writers", "online-trigger-privilege",
+		"online-kill9-at-freeze", "online-lock-loss-during-catch-up", "online-lock-loss-at-freeze", "online-offline-writers", "online-long-transaction-at-freeze", "online-trigger-privilege",
 		"online-concurrency-together", "online-concurrency-during-cutover"} {
 		if k == s {
 			return i
