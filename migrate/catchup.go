@@ -8,6 +8,17 @@ import (
 	"slices"
 )
 
+// catchUpState is what the catch-up knows of store3 across rounds.
+type catchUpState struct {
+	rounds  int   // rounds run, the cutover's passes included
+	changed int64 // records the rounds set or deleted
+	// written is what store3 holds, chunk by chunk, as this migration
+	// wrote it; nil when unknown (a round that failed half way).
+	written chunkTallies
+	// marker is the marker of the snapshot store3 equals, "" when unknown.
+	marker string
+}
+
 // reconciled is what one comparison of a store2 snapshot with store3 found
 // and, when applied, changed in store3.
 type reconciled struct {
@@ -41,9 +52,9 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 	prefix := r.o.Prefix
 	b := r.newBatcher()
 	marker := r.marker(ctx, snap)
-	if mayskip && marker != "" && marker == r.writtenMarker && r.written != nil {
+	if mayskip && marker != "" && marker == r.cu.marker && r.cu.written != nil {
 		res.skipped = true
-		for _, t := range r.written {
+		for _, t := range r.cu.written {
 			res.source.Merge(*t)
 		}
 		res.store = res.source
@@ -88,8 +99,8 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 	// store3 holds what this migration wrote, or someone else writes
 	// there: a migration that repaired that silently would hide a writer
 	// that ignores the lock.
-	if r.written != nil {
-		if c := r.written.firstDiffer(storeChunks); c != "" {
+	if r.cu.written != nil {
+		if c := r.cu.written.firstDiffer(storeChunks); c != "" {
 			return res, fmt.Errorf("%w: store3 changed behind the migration's back: chunk %q under %q does not hold what the migration wrote there",
 				ErrMismatch, c, prefix)
 		}
@@ -107,14 +118,14 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 		}
 	}
 	if len(differ) == 0 {
-		r.written, r.writtenMarker = srcChunks, marker // store3 equals this snapshot
+		r.cu.written, r.cu.marker = srcChunks, marker // store3 equals this snapshot
 		return res, nil
 	}
 	slices.Sort(differ)
 	if apply {
 		// Unknown until every change is written: a round that fails half
 		// way leaves store3 between two states.
-		r.written, r.writtenMarker = nil, ""
+		r.cu.written, r.cu.marker = nil, ""
 	}
 
 	var w *writers
@@ -135,7 +146,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 	if apply {
 		defer func() {
 			if err == nil {
-				r.written, r.writtenMarker = srcChunks, marker
+				r.cu.written, r.cu.marker = srcChunks, marker
 			}
 		}()
 		var se *sourceError
@@ -227,7 +238,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 // store3. A transient store2 failure takes another snapshot: a round can be
 // repeated, it only ever makes store3 equal a snapshot.
 func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, error) {
-	r.rounds++
+	r.cu.rounds++
 	for attempt := 1; ; attempt++ {
 		snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
 		if err != nil {
@@ -237,7 +248,7 @@ func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, erro
 		closeSnapshot(ctx, snap, r.o.Log)
 		var se *sourceError
 		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
-			r.o.Log.Warnf("store2 failed mid-stream in catch-up round %d, taking a new snapshot (attempt %d of %d): %v", r.rounds, attempt+1, r.o.Attempts, err)
+			r.o.Log.Warnf("store2 failed mid-stream in catch-up round %d, taking a new snapshot (attempt %d of %d): %v", r.cu.rounds, attempt+1, r.o.Attempts, err)
 			if err := sleep(ctx, r.o.Retry.Max); err != nil {
 				return nil, err
 			}
@@ -246,11 +257,11 @@ func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, erro
 		if err != nil {
 			return nil, err
 		}
-		r.caughtUp += res.changes()
+		r.cu.changed += res.changes()
 		if res.skipped {
-			r.o.Log.Infof("store2 did not change since the last snapshot: catch-up round %d compares nothing", r.rounds)
+			r.o.Log.Infof("store2 did not change since the last snapshot: catch-up round %d compares nothing", r.cu.rounds)
 		}
-		logCatchUpRound(r.o.Log, r.rounds, res)
+		logCatchUpRound(r.o.Log, r.cu.rounds, res)
 		return res, nil
 	}
 }
@@ -265,7 +276,7 @@ func (r *run) catchUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.status.setPhase(ctx, PhaseCatchingUp, r.rounds, res.changes(), r.now())
+		r.status.setPhase(ctx, PhaseCatchingUp, r.cu.rounds, res.changes(), r.now())
 		if res.changes() <= int64(r.o.CatchUpThreshold) {
 			return nil
 		}

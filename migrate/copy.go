@@ -64,7 +64,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
 	written := chunkTallies{}
-	r.written, r.writtenMarker = nil, ""
+	r.cu.written, r.cu.marker = nil, ""
 	marker := r.marker(ctx, snap)
 	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
@@ -82,7 +82,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	}
 	err := w.wait(scanErr)
 	if err == nil {
-		r.written, r.writtenMarker = written, marker
+		r.cu.written, r.cu.marker = written, marker
 	}
 	return read, err
 }

@@ -26,7 +26,7 @@ const maxCutoverPasses = 3
 // and digest equal, hence the totals). It returns the frozen store2's tally.
 func (r *run) cutover(ctx context.Context) (Tally, error) {
 	o, f := r.o, &r.freeze
-	r.status.setPhase(ctx, PhaseCutover, r.rounds, 0, r.now())
+	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, 0, r.now())
 	start := time.Now()
 	f.tried = true
 	err := r.retry(ctx, "freeze store2", func() error {
@@ -43,7 +43,7 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 		if err != nil {
 			return Tally{}, err
 		}
-		r.status.setPhase(ctx, PhaseCutover, r.rounds, res.changes(), r.now())
+		r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, res.changes(), r.now())
 		if res.changes() > 0 {
 			continue
 		}

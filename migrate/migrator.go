@@ -129,16 +129,9 @@ type run struct {
 	counts counts
 	fails  failures
 	status *statusWriter
-	// The online migration: catch-up rounds run, the records they changed,
-	// and the freeze.
-	rounds   int
-	caughtUp int64
-	written  chunkTallies // what store3 holds, chunk by chunk; nil: unknown
-	// writtenMarker is the marker of the snapshot store3 equals, "" when
-	// unknown.
-	writtenMarker string
-	freeze        freezeState
-	times         phaseTimes
+	cu     catchUpState // the online migration's catch-up
+	freeze freezeState  // and its freeze
+	times  phaseTimes
 }
 
 func newRun(m *Migrator, o Options) *run {
@@ -269,7 +262,7 @@ func (r *run) migrate(ctx context.Context) (*Result, error) {
 			final, err = r.cutover(ctx)
 		}
 	}
-	res.Rounds, res.CaughtUp = r.rounds, r.caughtUp
+	res.Rounds, res.CaughtUp = r.cu.rounds, r.cu.changed
 	res.Failed, res.FailedRecords = r.fails.get()
 	if err != nil {
 		return res, err

@@ -143,6 +143,13 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	if err == nil && err2 == nil {
 		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
 	}
+	// Online, a role that may not freeze store2 would fail in the worker,
+	// before it could record why: say so here, where the deploy sees it.
+	if err2 == nil && !c.Bool(offlineFlag.Name) {
+		if missing := store2FreezeGrant(ctx, comp); missing != "" {
+			return exitf(exitInvalid, "refusing to migrate online: %s; or stop the components and set the cookbook attribute online false (--offline)", missing)
+		}
+	}
 	pid, started, err := startWorker(c, comp)
 	if err != nil {
 		return err
@@ -230,6 +237,24 @@ func unfreezeStore2(ctx context.Context, log *logrus.Entry, comp *validate.Compo
 	case err != nil:
 		log.Warnf("%s: skipped the check for a freeze of store2: %v", comp.Name, err)
 	}
+}
+
+// store2FreezeGrant returns what the store2 role lacks to freeze the table
+// for the cutover, "" when it may or when store2 does not say within
+// checkTimeout (the worker checks again).
+func store2FreezeGrant(ctx context.Context, comp *validate.Component) string {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	src, err := pgsource.New(ctx, pgsource.Config{URL: comp.Postgres.URL, Database: comp.Database, Table: comp.Postgres.Table})
+	if err != nil {
+		return ""
+	}
+	defer src.Close()
+	missing, err := src.CanFreeze(ctx)
+	if err != nil {
+		return ""
+	}
+	return missing
 }
 
 // startWorker starts `deployhook migrate --worker` for comp, detached: in a
