@@ -6,12 +6,14 @@ GO ?= go
 FUZZEXECS ?= 100000
 BIN := bin
 
-.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean
+.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean man completion
 
 all: build
 
+# -buildvcs=true: --version and .done name the revision even where GOFLAGS
+# turns VCS stamping off.
 build:
-	$(GO) build -o $(BIN)/deployhook ./cmd/deployhook
+	$(GO) build -buildvcs=true -o $(BIN)/deployhook ./cmd/deployhook
 
 # Everything the tests and the demo run against, installed by the project's
 # own files: PostgreSQL and runit (svlogd) from Debian, ruby for the cookbook
@@ -63,6 +65,15 @@ soak: deps consul
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10m ./migrate/
 	$(GO) test -run=NONE -fuzz=^FuzzKVList$$ -fuzztime=10m ./migrate/consulkv/
 	$(GO) test -run=NONE -fuzz=^FuzzKVListConsul$$ -fuzztime=10m ./migrate/consulkv/
+
+# The man page and the shell completion scripts, generated from the command
+# definitions (TestManPageCurrent fails when docs/deployhook.8 is stale).
+man:
+	$(GO) run ./cmd/deployhook man > docs/deployhook.8.tmp && mv docs/deployhook.8.tmp docs/deployhook.8
+
+completion:
+	$(GO) run ./cmd/deployhook completion bash > docs/deployhook.bash.tmp && mv docs/deployhook.bash.tmp docs/deployhook.bash
+	$(GO) run ./cmd/deployhook completion zsh > docs/_deployhook.tmp && mv docs/_deployhook.tmp docs/_deployhook
 
 clean:
 	rm -rf $(BIN)/deployhook .demo

@@ -16,9 +16,12 @@ func (r *run) wipe(ctx context.Context) error {
 		return err
 	}
 	var keys []string
+	var left WipeReport
 	if err := r.retry(ctx, "list store3 keys", func() error {
 		var err error
-		keys, err = r.m.KV.Keys(ctx, prefix, "/")
+		if keys, err = r.m.KV.Keys(ctx, prefix, "/"); err == nil {
+			left, err = leftovers(ctx, r.m.KV, prefix, keys, 0)
+		}
 		return err
 	}); err != nil {
 		return err
@@ -51,7 +54,13 @@ func (r *run) wipe(ctx context.Context) error {
 		ops = append(ops, op)
 		size += n
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	if left.Keys > 0 {
+		r.o.Log.Infof("Wiped %d keys under %q left by an earlier attempt", left.Keys, prefix)
+	}
+	return nil
 }
 
 // copy is steps 6 and 7: stream the snapshot into batches written by

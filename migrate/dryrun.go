@@ -16,6 +16,9 @@ type DryRunReport struct {
 	Limits           Limits
 	PermissionOK     bool
 	PermissionReason string
+	SessionOK        bool   // the token may create the lock's session
+	SessionReason    string // why not, or what was not checked
+	Wipe             WipeReport
 	// Online is whether a real run would migrate online; FreezeOK whether
 	// the store2 role may then freeze the table, FreezeReason what to grant
 	// when it may not.
@@ -59,6 +62,12 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 	if rep.PermissionOK, rep.PermissionReason, err = probeWrite(ctx, m.KV, o.Prefix); err != nil {
 		return rep, err
 	}
+	if rep.SessionOK, rep.SessionReason, err = probeSession(ctx, m.Locker); err != nil {
+		return rep, err
+	}
+	if rep.Wipe, err = r.wipePreview(ctx); err != nil {
+		return rep, err
+	}
 	if rep.Online {
 		if rep.FreezeReason, err = r.canFreeze(ctx); err != nil {
 			return rep, err
@@ -100,6 +109,8 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 		return rep, nil // a real run would stop at step 1
 	case !rep.PermissionOK:
 		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.PermissionReason)
+	case !rep.SessionOK:
+		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.SessionReason)
 	case rep.Online && !rep.FreezeOK:
 		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrCannotFreeze, rep.FreezeReason)
 	case len(rep.Failed) > 0:

@@ -103,7 +103,7 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 				refused = fmt.Errorf("%w (key %q exists): components on store2 would write where no one reads; pass --accept-store2-revert to unfreeze anyway", ErrMigrated, DoneKey(prefix))
 				return false, nil
 			}
-			why += " (after .done: --accept-store2-revert)"
+			why += " (although the migration is done: --accept-store2-revert)"
 			return true, nil
 		}
 		lock, err := kv.Get(ctx, LockKey(prefix))

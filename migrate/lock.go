@@ -16,6 +16,7 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 	}
 	var transientSince time.Time
 	holder := ""
+	r.wait.start = time.Now()
 	for {
 		wait := o.LockWait
 		if !deadline.IsZero() {
@@ -43,7 +44,7 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 				return nil, fmt.Errorf("take lock %q: %w", key, err)
 			}
 			o.Log.Warnf("take lock %q: %v (retrying)", key, err)
-			if err := sleep(ctx, o.Retry.Min); err != nil {
+			if err := sleep(ctx, jitter(o.Retry.Min)); err != nil {
 				return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
 			}
 		default:
@@ -61,6 +62,10 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 func (r *run) reapDeadHolder(ctx context.Context) string {
 	o := r.o
 	st, err := ReadState(ctx, r.m.KV, o.Prefix)
+	r.wait.busy = true
+	if err == nil {
+		r.wait.saw(st)
+	}
 	if err != nil || st.Status == nil || st.LockSession == "" {
 		return ""
 	}

@@ -129,6 +129,7 @@ type run struct {
 	counts counts
 	fails  failures
 	status *statusWriter
+	wait   lockWait     // step 2, for the "Waited ..." line
 	cu     catchUpState // the online migration's catch-up
 	freeze freezeState  // and its freeze
 	times  phaseTimes
@@ -155,7 +156,7 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 	} else if present {
 		logAlreadyDone(o.Log, o.Prefix)
 		if o.AcceptStore2Revert {
-			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "--accept-store2-revert", o.Log); err != nil {
+			if _, err := Unfreeze(ctx, m.Source, m.KV, o.Prefix, true, "deployhook migrate", o.Log); err != nil {
 				return nil, err
 			}
 		}
@@ -184,6 +185,9 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 	lock, err := r.acquire(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if r.wait.busy {
+		o.Log.Infof("Waited %s for the lock held by %s", time.Since(r.wait.start), r.wait.who())
 	}
 	r.fence = Fence{LockKey: LockKey(o.Prefix), Session: lock.Session()}
 	work, cancel := context.WithCancelCause(ctx)
@@ -221,6 +225,7 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 
 	// 4 to 8.
 	logStarting(o.Log)
+	r.clock = time.Now() // took counts from here, not from the lock wait
 	res, err = r.migrate(work)
 	if err != nil {
 		err = r.cause(ctx, work, err)
@@ -344,6 +349,7 @@ func (r *run) copyAttempt(ctx context.Context) (Tally, error) {
 
 	// 6, 7. Copy, several transactions in flight; record failures counted.
 	start = time.Now()
+	r.counts.stored(0) // the progress bar's rate and ETA start here
 	read, err := r.copy(ctx, snap)
 	r.times.copy = time.Since(start)
 	if err != nil {

@@ -186,6 +186,18 @@ func TestOnlineConcurrentWriterLosesNothing(t *testing.T) {
 	e.m.Opts.CatchUpThreshold = 10
 	ctx, stop := context.WithCancel(context.Background())
 	var acked, refused atomic.Int64
+	// Every store3 write waits for a store2 write attempt: the writer
+	// overlaps the copy, the catch-up and the cutover, whatever the speed
+	// of either.
+	tick := make(chan struct{}, 1)
+	e.kv.BeforeTxn = func(int64, migrate.Fence, []migrate.Op) error {
+		select {
+		case <-tick:
+		case <-time.After(10 * time.Second):
+			t.Error("no store2 write attempt within 10s")
+		}
+		return nil
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
@@ -206,7 +218,10 @@ func TestOnlineConcurrentWriterLosesNothing(t *testing.T) {
 			default:
 				t.Error(err)
 			}
-			time.Sleep(50 * time.Microsecond) // a writer's pace, not a readiness wait
+			select {
+			case tick <- struct{}{}:
+			case <-ctx.Done():
+			}
 		}
 	})
 	_, err := e.m.Run(context.Background())
@@ -376,7 +391,7 @@ func TestUnfreeze(t *testing.T) {
 	if err != nil || !dropped {
 		t.Fatalf("accepted revert: %t, %v", dropped, err)
 	}
-	e.log.find(t, "store2 unfrozen: operator (after .done: --accept-store2-revert)")
+	e.log.find(t, "store2 unfrozen: operator (although the migration is done: --accept-store2-revert)")
 	// Nothing frozen: nothing to do.
 	if dropped, err = migrate.Unfreeze(ctx, e.src, e.kv, prefix, false, "operator", e.log); err != nil || dropped {
 		t.Fatalf("not frozen: %t, %v", dropped, err)
@@ -402,7 +417,7 @@ func TestRunAcceptStore2RevertUnfreezesAfterDone(t *testing.T) {
 	if _, frozen, _ := e.src.Frozen(ctx); frozen {
 		t.Fatal("--accept-store2-revert left store2 frozen")
 	}
-	e.log.find(t, "store2 unfrozen: --accept-store2-revert")
+	e.log.find(t, "store2 unfrozen: deployhook migrate (although the migration is done: --accept-store2-revert)")
 }
 
 func TestOfflineRefusesChangedStore2(t *testing.T) {

@@ -32,8 +32,9 @@ func retry(ctx context.Context, b Backoff, log Logger, what string, fn func() er
 		case time.Since(start) > b.GiveUp:
 			return fmt.Errorf("%s: gave up after %s: %w", what, b.GiveUp, err)
 		}
-		log.Warnf("%s: %v (retrying in %s)", what, err, delay)
-		if err := sleep(ctx, delay); err != nil {
+		wait := jitter(delay)
+		log.Warnf("%s: %v (retrying in %s)", what, err, wait)
+		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
 		delay = min(2*delay, b.Max)

@@ -212,14 +212,17 @@ func (d *Diff) Equal() bool { return len(d.Entries) == 0 && d.Omitted == 0 && d.
 // Verify compares store2 and store3 record by record, in bounded memory:
 // one pass over store2 tallies each chunk, store3 is tallied chunk by
 // chunk, and only the chunks that differ are compared record by record, on
-// a second pass. At most max entries are listed (all when max <= 0).
+// a second pass. At most max entries of each kind are listed (all when
+// max <= 0).
 func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Diff, error) {
 	d := &Diff{Prefix: prefix}
+	listed := map[string]int{}
 	add := func(e DiffEntry) {
-		if max > 0 && len(d.Entries) >= max {
+		if max > 0 && listed[e.Kind] >= max {
 			d.Omitted++
 			return
 		}
+		listed[e.Kind]++
 		d.Entries = append(d.Entries, e)
 	}
 	snap, err := src.Snapshot(ctx)

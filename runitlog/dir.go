@@ -38,7 +38,8 @@ const maxPartial = 1 << 20
 // deployhook) holds the directory's lock.
 var ErrLocked = errors.New("log directory is locked")
 
-// Options tune a Dir. The zero value gives svlogd's defaults.
+// Options tune a Dir. Zero values take the directory's config file, else
+// svlogd's defaults.
 type Options struct {
 	// MaxSize is the size past which current is rotated: a line that would
 	// take current beyond it goes into a fresh current instead. 0 means
@@ -72,7 +73,24 @@ type Dir struct {
 // current without the owner's exec bit was left by a writer that did not
 // close cleanly: it is renamed to @<now>.u, as svlogd does, and a new current
 // is started.
+//
+// The directory's "config" file sets the options the caller leaves zero,
+// as svlogd reads it: "s<bytes>" and "n<files>" (0: never rotate, keep all
+// old files); without it, svlogd's defaults apply.
 func Open(dir string, opts Options) (*Dir, error) {
+	if err := makeDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := takeLock(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := readConfig(dir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	cfg.apply(&opts)
 	if opts.MaxSize == 0 {
 		opts.MaxSize = DefaultMaxSize
 	}
@@ -81,13 +99,6 @@ func Open(dir string, opts Options) (*Dir, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if err := makeDir(dir); err != nil {
-		return nil, err
-	}
-	lock, err := takeLock(dir)
-	if err != nil {
-		return nil, err
 	}
 	d := &Dir{path: dir, opts: opts, lock: lock}
 	if err := d.recoverStale(); err != nil {

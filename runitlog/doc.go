@@ -48,9 +48,13 @@
 //     the lexically smallest is deleted: one per rotation. Dir deletes down
 //     to MaxFiles at once, so a lowered limit applies at the next rotation.
 //     svlogd runs rmoldest after its stale-current rename too; so does Open.
-//   - svlogd reads its "config" (s, n, ...) from the directory; Dir takes
-//     Options instead and leaves any config alone. Both default to
-//     s1000000 and n10, so a takeover without a config keeps the limits.
+//   - svlogd reads its "config" from the directory when it opens it; so
+//     does Open, for the two settings that apply to a writer without
+//     patterns or a processor: "s" (rotation size; s0 never rotates) and
+//     "n" (old files kept; n0 keeps all), each a run of digits right after
+//     the letter (runit's scan_ulong: "s 10" is s0). Other lines are
+//     ignored. Options set by the caller win over the config. Both default
+//     to s1000000 and n10, so a takeover keeps the limits either way.
 //
 // The tests run the real svlogd: it continues a directory we wrote (no .u,
 // current appended to) and we continue one it closed; Open is refused while

@@ -384,3 +384,72 @@ func TestGrepFindsMigratedLine(t *testing.T) {
 		t.Errorf("grep -l = %q, %v; want one rotated file", files, err)
 	}
 }
+
+// The directory's config file, read the way svlogd reads it: the same
+// config and the same input leave the same shape in a directory svlogd
+// kept and one we kept: n old files (or none with s0), no file over s,
+// and, with s0 or n0, every byte of the input.
+func TestConfigLikeSvlogd(t *testing.T) {
+	svlogdPath(t)
+	var in strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&in, "line %04d %s\n", i, strings.Repeat("x", 90))
+	}
+	input := in.String() // 30,000 bytes
+	for _, tc := range []struct {
+		name, config string
+		size         int // 0: no bound
+		old          int // old files left; -1: every rotation kept
+	}{
+		{"s and n", "s4096\nn3\n", 4096, 3},
+		{"s0 never rotates", "s0\nn3\n", 0, 0},
+		{"n0 keeps all", "s8192\nn0\n", 8192, -1},
+		{"s with a space is s0", "s 4096\n", 0, 0},
+		{"other lines ignored", "# ours\nN1\nt3600\ns4096\nn2\n", 4096, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			shape := func(dir string) (old []string, all string) {
+				old = oldFiles(t, dir, ".s")
+				for _, name := range append(old, "current") {
+					b := readFile(t, filepath.Join(dir, name))
+					if tc.size > 0 && len(b) > tc.size {
+						t.Errorf("%s: %s has %d bytes, over s%d", dir, name, len(b), tc.size)
+					}
+					all += b
+				}
+				return old, all
+			}
+			theirs, ours := t.TempDir(), t.TempDir()
+			for _, dir := range []string{theirs, ours} {
+				if err := os.WriteFile(filepath.Join(dir, "config"), []byte(tc.config), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runSvlogd(t, theirs, input)
+			d, err := Open(ours, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, d, input)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			theirOld, theirAll := shape(theirs)
+			ourOld, ourAll := shape(ours)
+			if tc.old >= 0 && (len(theirOld) != tc.old || len(ourOld) != tc.old) {
+				t.Errorf("old files: svlogd %d, ours %d, want %d", len(theirOld), len(ourOld), tc.old)
+			}
+			if tc.old < 0 || tc.size == 0 {
+				// Nothing deleted: both hold the whole input.
+				if theirAll != input || ourAll != input {
+					t.Errorf("input not kept whole: svlogd %d bytes, ours %d, want %d", len(theirAll), len(ourAll), len(input))
+				}
+				// svlogd cuts lines at s, we rotate between them: the
+				// counts may differ by the cut, never by more.
+				if tc.old < 0 && (len(ourOld) < len(theirOld)-1 || len(ourOld) > len(theirOld)+1) {
+					t.Errorf("rotations: svlogd %d, ours %d", len(theirOld), len(ourOld))
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
@@ -21,9 +22,8 @@ import (
 // spellings are the seed platform's; Go's flag parsing accepts both.
 var (
 	confFlag = &cli.StringSliceFlag{
-		Name:     "f",
-		Usage:    "component conf `FILE` (repeat for several components)",
-		Required: true,
+		Name:  "f",
+		Usage: "component conf `FILE` (required; repeat for several components)",
 	}
 	kindFlag = &cli.StringFlag{
 		Name:  "db.kind",
@@ -45,7 +45,7 @@ var (
 func loadComponents(c *cli.Context) ([]*validate.Component, error) {
 	var comps []*validate.Component
 	var diags hcl.Diagnostics
-	printer := validate.NewPrinter(isTerminal(c.App.ErrWriter) && os.Getenv("NO_COLOR") == "")
+	printer := validate.NewPrinter(useColor(c, c.App.ErrWriter))
 	var kind *string
 	var mig *bool
 	if c.IsSet(kindFlag.Name) {
@@ -126,14 +126,60 @@ func stores(ctx context.Context, comp *validate.Component) (*pgsource.Source, *c
 }
 
 func newKV(comp *validate.Component) (*consulkv.Store, error) {
-	kv, err := consulkv.New(consulkv.Config{
-		Address:   comp.Consul.Address,
-		TokenFile: comp.Consul.TokenFile,
-	})
+	kv, err := consulkv.New(consulConfig(comp))
 	if err != nil {
 		return nil, withCode(exitInvalid, fmt.Errorf("%s: store3: %w", comp.File, err))
 	}
 	return kv, nil
+}
+
+func consulConfig(comp *validate.Component) consulkv.Config {
+	return consulkv.Config{Address: comp.Consul.Address, TokenFile: comp.Consul.TokenFile}
+}
+
+// requireConf is the Before of the commands that read component confs:
+// -f is required, and they take no positional argument.
+func requireConf(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	return requireFlags(confFlag.Name)(c)
+}
+
+// storeCheckTimeout bounds the foreground configuration check.
+const storeCheckTimeout = 2 * time.Second
+
+// checkStores finds the configuration errors that no retry fixes before
+// any work starts (exit 3, naming the file or setting): store2's connection
+// settings, and store3's address, token and TLS files and certificates. A
+// store that merely does not answer is no error here: the migration
+// retries it.
+func checkStores(ctx context.Context, comp *validate.Component) error {
+	src, err := pgsource.New(ctx, pgsource.Config{URL: comp.Postgres.URL, Database: comp.Database, Table: comp.Postgres.Table})
+	if err != nil {
+		return withCode(exitInvalid, fmt.Errorf("%s: store2: %w", comp.File, err))
+	}
+	src.Close()
+	return checkStore3(ctx, comp)
+}
+
+// checkStore3 is checkStores for store3 alone.
+func checkStore3(ctx context.Context, comp *validate.Component) error {
+	err := consulkv.Check(ctx, consulConfig(comp), storeCheckTimeout)
+	if errors.Is(err, consulkv.ErrConfig) {
+		return withCode(exitInvalid, fmt.Errorf("%s: %w", comp.File, err))
+	}
+	return nil
+}
+
+// errCode is the exit code of err: its own when it carries one, else the
+// migration's mapping.
+func errCode(ctx context.Context, err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return migrationCode(ctx, err)
 }
 
 // migrationCode maps an error of the migrate package to the exit codes of
@@ -144,7 +190,7 @@ func migrationCode(ctx context.Context, err error) int {
 		return exitOK
 	case errors.Is(err, migrate.ErrInterrupted), ctx.Err() != nil:
 		return exitInterrupted
-	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix),
+	case errors.Is(err, migrate.ErrNeverUsed), errors.Is(err, migrate.ErrDangerousPrefix), errors.Is(err, consulkv.ErrConfig), migrate.CertificateError(err),
 		errors.Is(err, migrate.ErrMigrated), errors.Is(err, migrate.ErrFreezeInUse):
 		return exitInvalid
 	case errors.Is(err, migrate.ErrLockBusy):

@@ -17,13 +17,20 @@ const (
 )
 
 // exitError carries an exit code out of a command. Its message is printed
-// once, by main, to standard error.
+// once, by runMain, to standard error; a silent one (err nil) has been
+// printed already.
 type exitError struct {
 	code int
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
 func (e *exitError) Unwrap() error { return e.err }
 
 // exitf returns an error that makes the process exit with code.
@@ -57,4 +64,12 @@ func codeOf(err error) int {
 		return e.code
 	}
 	return exitFailure
+}
+
+// messageOf is what runMain prints for err: "" for none or a silent exit.
+func messageOf(err error) string {
+	if e, ok := err.(*exitError); err == nil || ok && e.err == nil {
+		return ""
+	}
+	return err.Error()
 }

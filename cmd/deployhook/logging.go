@@ -3,12 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/term"
 
 	"github.com/apcera/deployhook/runitlog"
 )
@@ -17,12 +15,6 @@ import (
 // nothing: the platform's format has no fields.
 func newLog(w io.Writer) *logrus.Entry {
 	return logrus.NewEntry(runitlog.NewLogger(w))
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // progress draws "records done, records/s, ETA" on one terminal line. Log
@@ -48,6 +40,11 @@ func (p *progress) Update(done, total int64) {
 	defer p.mu.Unlock()
 	p.done, p.total = done, total
 	now := time.Now()
+	if done == 0 {
+		// The copy starts (again, on a new snapshot): rate and ETA count
+		// from here, not from the lock wait before it.
+		p.start = now
+	}
 	if now.Sub(p.last) < p.minStep && done < total {
 		return
 	}

@@ -1,27 +1,19 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/apcera/deployhook/migrate"
-	"github.com/apcera/deployhook/runitlog"
 	"github.com/apcera/deployhook/validate"
 )
 
-func init() { registered = append(registered, migrateCommand) }
-
-// workerFlag marks the detached background process that `run` starts. It
-// logs to the component's runit log directory instead of standard error.
-var workerFlag = &cli.BoolFlag{Name: "worker", Hidden: true}
+const dryRunFlagName = "dry_run_store_migration"
 
 func migrateCommand() *cli.Command {
 	return &cli.Command{
@@ -32,16 +24,21 @@ func migrateCommand() *cli.Command {
 with fenced transactions, catches up with what the running components wrote
 meanwhile, freezes store2 for writes, verifies the copy against the frozen
 store2 and writes the done marker (--offline: no catch-up and no freeze; the
-components must be stopped).
+components must be stopped). With -dry_run_store_migration it checks all
+that without writing anything, and --format json prints its report as one
+JSON object.
 Exit codes: 0 done or already done, 1 unexpected failure, 2 usage,
 3 invalid or refused, 4 lock timeout, 5 migration failed, 6 interrupted.`,
+		Before: requireConf,
 		Flags: []cli.Flag{
 			confFlag, kindFlag, migrateFlag, hostnameFlag,
-			&cli.BoolFlag{Name: "dry_run_store_migration", Usage: "check everything a migration needs without writing anything"},
+			&cli.BoolFlag{Name: dryRunFlagName, Usage: "check everything a migration needs without writing anything"},
 			&cli.DurationFlag{Name: "lock-timeout", Usage: "give up (exit 4) when the lock is not acquired within `D`; 0 waits for ever"},
 			&cli.DurationFlag{Name: "retry-for", Value: 2 * time.Minute, Usage: "keep retrying an unreachable PostgreSQL or Consul for `D` before giving up (exit 1)"},
 			offlineFlag, catchUpThresholdFlag, catchUpRoundsFlag,
 			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "when the migration is done, unfreeze store2 anyway (components back on store2 lose what store3 got since)"},
+			formatFlag("the dry run's report"),
+			noColorFlag,
 			workerFlag,
 		},
 		Action: runMigrate,
@@ -49,15 +46,19 @@ Exit codes: 0 done or already done, 1 unexpected failure, 2 usage,
 }
 
 func runMigrate(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return exitf(exitUsage, "migrate takes no arguments, got %q (flags come before arguments)", c.Args().First())
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	if format == formatJSON && !c.Bool(dryRunFlagName) {
+		return usagef(c, "--format json is for the dry run's report: add -%s", dryRunFlagName)
 	}
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
 	}
 	if len(comps) != 1 {
-		return exitf(exitUsage, "migrate takes exactly one -f component conf, got %d", len(comps))
+		return usagef(c, "takes exactly one -f component conf, got %d", len(comps))
 	}
 	comp := comps[0]
 	if !migrate.Migrates(comp.Kind, comp.Migrate) {
@@ -67,9 +68,12 @@ func runMigrate(c *cli.Context) error {
 	if c.Bool(workerFlag.Name) {
 		return runWorker(c, comp)
 	}
+	if err := checkStores(c.Context, comp); err != nil {
+		return err
+	}
 	out := c.App.ErrWriter
 	var bar *progress
-	if isTerminal(out) && !c.Bool("dry_run_store_migration") {
+	if ansiTerminal(out) && !c.Bool(dryRunFlagName) {
 		bar = newProgress(out)
 		defer bar.Finish()
 		out = bar
@@ -93,7 +97,7 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		PID:         os.Getpid(),
 		LockTimeout: c.Duration("lock-timeout"),
 		Retry:       migrate.Backoff{GiveUp: c.Duration("retry-for")},
-		ToolVersion: version,
+		ToolVersion: toolVersion(),
 		Log:         newLog(w),
 
 		Offline:            c.Bool(offlineFlag.Name),
@@ -108,10 +112,12 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 		opts.Progress = bar.Update
 	}
 	m := &migrate.Migrator{Source: src, KV: kv, Locker: kv, Opts: opts}
-	if c.Bool("dry_run_store_migration") {
+	if c.Bool(dryRunFlagName) {
 		rep, err := m.DryRun(ctx)
 		if rep != nil {
-			writeDryRun(c.App.Writer, comp, rep)
+			if werr := writeDryRun(c, comp, rep, err); werr != nil {
+				return werr
+			}
 		}
 		return withCode(migrationCode(ctx, err), err)
 	}
@@ -122,40 +128,19 @@ func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar
 	return nil
 }
 
-// runWorker is the detached process `run` starts: it owns the component's
-// log directory for as long as it runs, and records its pid there so that a
-// second `run` on this host finds it instead of starting another.
-func runWorker(c *cli.Context, comp *validate.Component) error {
-	dir, err := runitlog.Open(comp.LogDir, runitlog.Options{})
-	if err != nil {
-		if errors.Is(err, runitlog.ErrLocked) {
-			return withCode(exitInvalid, err)
+// onlineArgs hands run's online-migration flags to its worker.
+func onlineArgs(c *cli.Context) []string {
+	var args []string
+	if c.Bool(offlineFlag.Name) {
+		args = append(args, "--"+offlineFlag.Name)
+	}
+	for _, f := range []*cli.IntFlag{catchUpThresholdFlag, catchUpRoundsFlag} {
+		if c.IsSet(f.Name) {
+			args = append(args, "--"+f.Name, strconv.Itoa(c.Int(f.Name)))
 		}
-		return withCode(exitFailure, err)
 	}
-	defer dir.Close()
-	pidFile := filepath.Join(comp.LogDir, pidFileName)
-	// Written whole under a temporary name, so that a reader never sees a
-	// partial pid.
-	tmp := pidFile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return withCode(exitFailure, fmt.Errorf("write pid file: %w", err))
-	}
-	if err := os.Rename(tmp, pidFile); err != nil {
-		return withCode(exitFailure, fmt.Errorf("write pid file: %w", err))
-	}
-	defer os.Remove(pidFile)
-	err = migrateComponent(c, comp, dir, nil)
-	if err != nil && !errors.Is(err, context.Canceled) {
-		// The migrator logged the failure through the platform format;
-		// this line names the exit code for whoever reads the log later.
-		newLog(dir).Errorf("deployhook worker exiting with code %d: %v", codeOf(err), err)
-	}
-	return err
+	return args
 }
-
-// pidFileName is the worker's pid file inside the component's log directory.
-const pidFileName = "deployhook.pid"
 
 // checkCatchUpFlags refuses negative catch-up flags (exit 2).
 func checkCatchUpFlags(c *cli.Context) error {

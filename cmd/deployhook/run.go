@@ -5,24 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/apcera/deployhook/migrate"
 	"github.com/apcera/deployhook/migrate/pgsource"
-	"github.com/apcera/deployhook/runitlog"
 	"github.com/apcera/deployhook/validate"
 )
-
-func init() { registered = append(registered, runCommand) }
 
 // checkTimeout bounds each data-loss check, so that `run` never holds up a
 // deploy for longer than that when a store does not answer.
@@ -37,9 +29,14 @@ func runCommand() *cli.Command {
 conf, refuses settings that would silently lose data, and when the component
 is set to migrate and store3 has no done marker, starts "deployhook migrate"
 detached (own session, logging to the component's log_dir) and returns.
+Configuration errors no retry fixes (unreadable token, CA, certificate or
+key files, an address that does not parse, a certificate refused in the TLS
+handshake) are reported here, before a worker starts; a store that does
+not answer is left to the worker, which retries.
 Exit codes: 0 started or nothing to do, 2 usage, 3 invalid or refused.`,
+		Before: requireConf,
 		Flags: []cli.Flag{
-			confFlag, kindFlag, migrateFlag, hostnameFlag,
+			confFlag, kindFlag, migrateFlag, hostnameFlag, noColorFlag,
 			&cli.BoolFlag{Name: "accept-empty-store3", Usage: "start components on store3 without migrating although store2 holds records"},
 			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "go back to store2 although store3 was migrated (changes made in store3 since are lost); unfreezes store2"},
 			offlineFlag, catchUpThresholdFlag, catchUpRoundsFlag,
@@ -49,9 +46,6 @@ Exit codes: 0 started or nothing to do, 2 usage, 3 invalid or refused.`,
 }
 
 func runRun(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return exitf(exitUsage, "run takes no arguments, got %q (flags come before arguments)", c.Args().First())
-	}
 	if err := checkCatchUpFlags(c); err != nil {
 		return err
 	}
@@ -82,13 +76,13 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		done, err := doneExists(ctx, comp)
 		switch {
 		case err != nil:
-			log.Warnf("%s: skipped the store2-revert check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
+			log.Warnf("%s: skipped the store2-revert check: %v", comp.Name, err)
 		case done && !c.Bool("accept-store2-revert"):
 			return exitf(exitInvalid, "refusing kind = store2: store3 was already migrated (key %q exists), so every change written to store3 since would be lost; "+
 				"set db.kind = store3, or pass --accept-store2-revert if losing those changes is intended", doneKey)
 		case done:
 			log.Warnf("%s: going back to store2 although store3 was migrated (--accept-store2-revert): changes made in store3 since are not in store2", comp.Name)
-			unfreezeStore2(ctx, log, comp, true, "--accept-store2-revert: "+comp.Name+" goes back to store2")
+			unfreezeStore2(ctx, log, comp, true, comp.Name+" goes back to store2")
 		default:
 			unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done, and "+comp.Name+" uses store2")
 		}
@@ -102,7 +96,7 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 			return nil
 		}
 		if err != nil {
-			log.Warnf("%s: skipped the empty-store3 check: store3 did not answer within %v: %v", comp.Name, checkTimeout, err)
+			log.Warnf("%s: skipped the empty-store3 check: %v", comp.Name, err)
 			return nil
 		}
 		has, err := store2HasRecords(ctx, comp)
@@ -124,6 +118,11 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 		return nil
 	}
 
+	// A worker started on a configuration that can never work would only
+	// die in the background: refuse it here, where the deploy sees it.
+	if err := checkStores(ctx, comp); err != nil {
+		return err
+	}
 	done, err := doneExists(ctx, comp)
 	if err == nil && done {
 		log.Infof("Migration has already been performed (key %q exists)", doneKey)
@@ -132,13 +131,16 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 	if err != nil {
 		// The worker retries store3 itself; a slow Consul must not make
 		// the deploy skip the migration.
-		log.Warnf("%s: store3 did not answer within %v (%v); starting the migration anyway, it retries", comp.Name, checkTimeout, err)
+		log.Warnf("%s: %v; starting the migration anyway, it retries", comp.Name, err)
 	}
 	// Migration must never run on a cluster that never used store2: say so
 	// here, where the deploy sees it, rather than only in the worker's log.
 	_, err2 := store2HasRecords(ctx, comp)
-	if errors.Is(err2, migrate.ErrNeverUsed) {
+	switch {
+	case errors.Is(err2, migrate.ErrNeverUsed):
 		return exitf(exitInvalid, "refusing to migrate: %v; set db.migrate_store2_to_store3 = false", err2)
+	case migrate.CertificateError(err2):
+		return exitf(exitInvalid, "%s: store2: %v: check sslrootcert, sslcert, sslkey and sslmode of db.postgres.url (or PGSSL*)", comp.File, err2)
 	}
 	if err == nil && err2 == nil {
 		unfreezeStore2(ctx, log, comp, false, "an earlier migration froze it and ended without .done")
@@ -172,7 +174,7 @@ func doneExists(ctx context.Context, comp *validate.Component) (bool, error) {
 	defer cancel()
 	p, err := kv.Get(ctx, migrate.DoneKey(comp.Consul.Prefix))
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("store3 did not answer within %v: %w", checkTimeout, err)
 	}
 	return p != nil, nil
 }
@@ -255,143 +257,4 @@ func store2FreezeGrant(ctx context.Context, comp *validate.Component) string {
 		return ""
 	}
 	return missing
-}
-
-// startWorker starts `deployhook migrate --worker` for comp, detached: in a
-// session of its own, standard streams on /dev/null, no other descriptor
-// inherited, working directory /. It returns the worker's pid and whether
-// it was started now (false: one was already running on this host).
-func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
-	if pid, ok := runningWorker(comp.LogDir); ok {
-		return pid, false, nil
-	}
-	locked, err := runitlog.Locked(comp.LogDir)
-	if err != nil {
-		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
-	}
-	if locked {
-		// Another run's worker may have just taken the directory: it
-		// writes its pid file next.
-		if pid, ok := awaitWorker(comp.LogDir); ok {
-			return pid, false, nil
-		}
-		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return 0, false, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
-	}
-	conf, err := filepath.Abs(comp.File)
-	if err != nil {
-		return 0, false, withCode(exitFailure, err)
-	}
-	args := []string{"migrate", "-f", conf, "--hostname", hostname(c), "--" + workerFlag.Name}
-	if c.IsSet(kindFlag.Name) {
-		args = append(args, "-"+kindFlag.Name, c.String(kindFlag.Name))
-	}
-	if c.IsSet(migrateFlag.Name) {
-		args = append(args, "-"+migrateFlag.Name+"="+strconv.FormatBool(c.Bool(migrateFlag.Name)))
-	}
-	if c.Bool(offlineFlag.Name) {
-		args = append(args, "--"+offlineFlag.Name)
-	}
-	for _, f := range []*cli.IntFlag{catchUpThresholdFlag, catchUpRoundsFlag} {
-		if c.IsSet(f.Name) {
-			args = append(args, "--"+f.Name, strconv.Itoa(c.Int(f.Name)))
-		}
-	}
-	if err := cloexecInherited(); err != nil {
-		return 0, false, withCode(exitFailure, err)
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, false, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan int, 1)
-	go func() {
-		_ = cmd.Wait()
-		exited <- cmd.ProcessState.ExitCode()
-	}()
-	// Return once the worker owns its log directory and has written its
-	// pid file: a `wait` that follows can then tell a live worker from one
-	// that already ended. The worker outlives us; init reaps it.
-	deadline := time.NewTimer(2 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if p, ok := runningWorker(comp.LogDir); ok {
-			return p, p == pid, nil
-		}
-		select {
-		case code := <-exited:
-			if code == exitInvalid {
-				if p, ok := awaitWorker(comp.LogDir); ok {
-					return p, false, nil // another run's worker won the log directory
-				}
-			}
-			// Finished already (or failed: wait says why from .status).
-			return pid, true, nil
-		case <-deadline.C:
-			return pid, true, nil
-		case <-tick.C:
-		}
-	}
-}
-
-// cloexecInherited marks every descriptor above standard error close-on-exec:
-// Go opens its own that way, but those Chef handed us are not, and a worker
-// that held one would keep the Chef run waiting.
-func cloexecInherited() error {
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
-		return nil
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return fmt.Errorf("list inherited descriptors: %w", err)
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd < 3 {
-			continue
-		}
-		unix.CloseOnExec(fd)
-	}
-	return nil
-}
-
-// awaitWorker waits briefly for a worker that holds dir's lock to record
-// its pid: it takes the lock first and writes the pid file right after.
-func awaitWorker(dir string) (int, bool) {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if pid, ok := runningWorker(dir); ok {
-			return pid, true
-		}
-		if time.Now().After(deadline) {
-			return 0, false
-		}
-		time.Sleep(10 * time.Millisecond) // polling a file another process writes
-	}
-}
-
-// runningWorker returns the pid recorded in dir's pid file when that process
-// is alive and is a deployhook worker.
-func runningWorker(dir string) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, pidFileName))
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return 0, false
-	}
-	return pid, strings.Contains(string(cmdline), "\x00--"+workerFlag.Name)
 }

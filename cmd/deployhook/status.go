@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -13,43 +13,45 @@ import (
 	"github.com/apcera/deployhook/validate"
 )
 
-func init() { registered = append(registered, statusCommand) }
-
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "status",
 		Usage:     "show, per component, whether it was migrated, by which host, when, and who holds the lock",
 		ArgsUsage: " ",
-		Description: `Reads the migration keys of each component from store3.
+		Description: `Reads the migration keys of each component from store3. With --format json,
+one object per component per line (see the README's reference).
 Exit codes: 0 read, 1 store3 unreachable, 2 usage, 3 invalid conf.`,
+		Before: requireConf,
 		Flags: []cli.Flag{
-			confFlag,
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "`text` or json"},
+			confFlag, formatFlag("the status"), noColorFlag,
 		},
 		Action: runStatus,
 	}
 }
 
-// componentState is one row of `status`, and one element of its JSON.
+// componentState is one row of `status`, and its JSON object: the
+// component's state and every field of .status and .done as store3 holds
+// them, so fields added there show here too.
 type componentState struct {
+	Version   int             `json:"version"`
 	Component string          `json:"component"`
 	Prefix    string          `json:"prefix"`
 	State     string          `json:"state"` // migrate.State.Current: not migrated, running, failed, done
 	Phase     string          `json:"phase"` // copying, catching-up, cutover, done, failed; "" when not migrated
 	Lock      lockState       `json:"lock"`
-	Status    *migrate.Status `json:"status,omitempty"`
-	Done      *migrate.Done   `json:"done,omitempty"`
+	Status    *migrate.Status `json:"status"` // null when no migration ever started
+	Done      *migrate.Done   `json:"done"`   // null when not migrated
 }
 
 type lockState struct {
 	Held    bool   `json:"held"`
-	Session string `json:"session,omitempty"`
+	Session string `json:"session"`
 }
 
 func runStatus(c *cli.Context) error {
-	format := c.String("format")
-	if format != "text" && format != "json" {
-		return exitf(exitUsage, "--format must be text or json, got %q", format)
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
 	}
 	comps, err := loadComponents(c)
 	if err != nil {
@@ -57,31 +59,38 @@ func runStatus(c *cli.Context) error {
 	}
 	var rows []componentState
 	for _, comp := range comps {
-		row, err := readComponentState(c, comp)
+		if err := checkStore3(c.Context, comp); err != nil {
+			return err
+		}
+		row, err := readComponentState(c.Context, comp)
 		if err != nil {
-			return withCode(exitFailure, fmt.Errorf("%s: read store3 state: %w", comp.Name, err))
+			return withCode(errCode(c.Context, err), fmt.Errorf("%s: read store3 state: %w", comp.Name, err))
 		}
 		rows = append(rows, row)
 	}
-	if format == "json" {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+	if format == formatJSON {
+		for _, r := range rows {
+			if err := writeJSONLine(c.App.Writer, r); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	writeStatusTable(c.App.Writer, rows)
 	return nil
 }
 
-func readComponentState(c *cli.Context, comp *validate.Component) (componentState, error) {
+func readComponentState(ctx context.Context, comp *validate.Component) (componentState, error) {
 	kv, err := newKV(comp)
 	if err != nil {
 		return componentState{}, err
 	}
-	st, err := migrate.ReadState(c.Context, kv, comp.Consul.Prefix)
+	st, err := migrate.ReadState(ctx, kv, comp.Consul.Prefix)
 	if err != nil {
 		return componentState{}, err
 	}
 	row := componentState{
+		Version:   jsonVersion,
 		Component: comp.Name,
 		Prefix:    comp.Consul.Prefix,
 		State:     st.Current(),

@@ -9,8 +9,6 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-func init() { registered = append(registered, unfreezeCommand) }
-
 func unfreezeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "unfreeze",
@@ -25,18 +23,17 @@ the freeze of a migration that holds the lock: that one unfreezes itself.
 Exit codes: 0 unfrozen or not frozen, 1 a store unreachable, 2 usage,
 3 refused (.done exists without --accept-store2-revert, or a migration in
 progress owns the freeze).`,
+		Before: requireConf,
 		Flags: []cli.Flag{
 			confFlag,
 			&cli.BoolFlag{Name: "accept-store2-revert", Usage: "unfreeze although the migration is done: components back on store2 lose what store3 got since"},
+			noColorFlag,
 		},
 		Action: runUnfreeze,
 	}
 }
 
 func runUnfreeze(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return exitf(exitUsage, "unfreeze takes no arguments, got %q (flags come before arguments)", c.Args().First())
-	}
 	comps, err := loadComponents(c)
 	if err != nil {
 		return err
@@ -44,6 +41,9 @@ func runUnfreeze(c *cli.Context) error {
 	log := newLog(c.App.ErrWriter)
 	worst := exitOK
 	for _, comp := range comps {
+		if err := checkStores(c.Context, comp); err != nil {
+			return err
+		}
 		src, kv, err := stores(c.Context, comp)
 		if err != nil {
 			return err

@@ -8,10 +8,7 @@ import (
 	"github.com/apcera/deployhook/validate"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 )
-
-func init() { registered = append(registered, validateCommand) }
 
 // stdinName is how standard input ("-") is named in diagnostics.
 const stdinName = "<stdin>"
@@ -24,22 +21,23 @@ func validateCommand() *cli.Command {
 		Description: "Reports every problem as file:line:col with the source line and a caret; secret values show as ****.\n" +
 			"Exit status: 0 no errors (warnings allowed), 3 errors, 2 usage error or unreadable file.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "output format: text or json"},
+			&cli.StringFlag{Name: "format", Value: formatText, Usage: "output `FORMAT`: text or json (one array of diagnostics)"},
+			noColorFlag,
 		},
 		Action: runValidate,
 	}
 }
 
 func runValidate(ctx *cli.Context) error {
-	format := ctx.String("format")
-	if format != "text" && format != "json" {
-		return exitf(exitUsage, "validate: --format must be text or json, not %q", format)
+	format, err := outputFormat(ctx)
+	if err != nil {
+		return err
 	}
 	if ctx.NArg() == 0 {
-		return exitf(exitUsage, "validate: no FILE given (use - for standard input)")
+		return usagef(ctx, "no FILE given (use - for standard input)")
 	}
 	stdout, stderr := ctx.App.Writer, ctx.App.ErrWriter
-	p := validate.NewPrinter(useColor(stdout))
+	p := validate.NewPrinter(useColor(ctx, stdout))
 	var all hcl.Diagnostics
 	unreadable := false
 	for _, name := range ctx.Args().Slice() {
@@ -53,8 +51,7 @@ func runValidate(ctx *cli.Context) error {
 		p.Add(shown, src, c.File)
 		all = append(all, diags...)
 	}
-	var err error
-	if format == "json" {
+	if format == formatJSON {
 		err = validate.WriteJSON(stdout, all)
 	} else {
 		err = p.WriteText(stdout, all)
@@ -84,16 +81,4 @@ func readInput(stdin io.Reader, name string) ([]byte, string, error) {
 	}
 	b, err := os.ReadFile(name)
 	return b, name, err
-}
-
-// useColor: ANSI colour only on a terminal, and never with NO_COLOR set.
-func useColor(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	if _, set := os.LookupEnv("NO_COLOR"); set {
-		return false
-	}
-	return term.IsTerminal(int(f.Fd()))
 }

@@ -212,9 +212,14 @@ drain:
 		}
 		got = append(got, fd.Name()+" -> "+target)
 		switch {
-		case fd.Name() == "0" || fd.Name() == "1" || fd.Name() == "2":
+		case fd.Name() == "0":
 			if target != "/dev/null" {
 				t.Errorf("worker fd %s -> %s, want /dev/null", fd.Name(), target)
+			}
+		case fd.Name() == "1" || fd.Name() == "2":
+			// Its crash output (a panic) must land in its log directory.
+			if want := filepath.Join(logDir, "deployhook.stderr"); target != want {
+				t.Errorf("worker fd %s -> %s, want %s", fd.Name(), target, want)
 			}
 		case target == "pipe:["+utoa(extraIno)+"]":
 			t.Errorf("worker fd %s is the parent's extra pipe %s", fd.Name(), target)

@@ -58,8 +58,10 @@ func TestFreshMigration(t *testing.T) {
 			if !getJSON(t, kv, p+"migration/.done", &d) {
 				t.Fatalf("no .done")
 			}
+			// tool_version is what --version prints: the build info's.
+			version := strings.TrimPrefix(strings.TrimSpace(e.MustRun(0, "--version").Stdout), "deployhook version ")
 			want := doneJSON{Component: c.name, Host: host, RecordsMigrated: int64(len(recs)),
-				RecordsFailed: 0, Digest: digest(recs), ToolVersion: "0.1.0"}
+				RecordsFailed: 0, Digest: digest(recs), ToolVersion: version}
 			got := d
 			got.PID, got.Started, got.Finished, got.Took = 0, "", "", ""
 			if got != want {

@@ -69,13 +69,13 @@ func TestPostgresTrouble(t *testing.T) {
 	}
 }
 
-// TestPostgresWritesDuringMigration writes to store2 while an --offline
-// migration copies (components not stopped although offline needs them
-// stopped): INSERTs, UPDATEs of records already copied and not yet copied,
-// a DELETE. The migration must notice (exit 5, "store2 changed during the
-// migration", no .done); store3 holds the snapshot it copied, not a mix, so
-// `verify` afterwards reports every later write as a difference (exit 5,
-// naming it). The online migration with writers is integration/online's.
+// TestPostgresWritesDuringMigration writes to store2 while the migration
+// copies (components not stopped): INSERTs, UPDATEs of records already
+// copied and not yet copied, a DELETE. Online (the default), every write
+// committed before the freeze reaches store3: store3 equals store2 as the
+// freeze left it, `verify` finds no difference, and store2 refuses writes
+// after .done (25006). Offline, the migration refuses to write .done and
+// says how many records changed.
 func TestPostgresWritesDuringMigration(t *testing.T) {
 	ci, long := 1, 5
 	runs := 0
@@ -84,40 +84,58 @@ func TestPostgresWritesDuringMigration(t *testing.T) {
 	env := clitest.New(t, pg, consul)
 	n := count(50000, 100000)
 	for i := range count(ci, long) {
-		db := fmt.Sprintf("writes%02d", i)
-		snapshot := seedGen(t, env, db, n, seqRecords("jobs", n))
-		prefix := fmt.Sprintf("apcera/store3/writes%02d/", i)
-		conf := env.WriteConf(clitest.Conf{Prefix: prefix, Database: db, Name: db + ".conf"})
-		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "writes-host", "--offline")
-		waitProgress(t, consul.Addr(), "", prefix, "jobs", n/5, 2*time.Minute, p.exited)
+		for _, offline := range []bool{false, true} {
+			db := fmt.Sprintf("writes%02d", i)
+			args := []string{"migrate", "--hostname", "writes-host"}
+			if offline {
+				db += "off"
+				args = append(args, "--offline")
+			}
+			snapshot := seedGen(t, env, db, n, seqRecords("jobs", n))
+			prefix := fmt.Sprintf("apcera/store3/%s/", db)
+			conf := env.WriteConf(clitest.Conf{Prefix: prefix, Database: db, Name: db + ".conf"})
+			p := startProc(t, env, append(args, "-f", conf)...)
+			waitProgress(t, consul.Addr(), "", prefix, "jobs", n/5, 2*time.Minute, p.exited)
 
-		copied, pending, gone := seqKey(10), seqKey(n-10), seqKey(n-5)
-		sql := fmt.Sprintf(`BEGIN;
+			copied, pending, gone := seqKey(10), seqKey(n-10), seqKey(n-5)
+			sql := fmt.Sprintf(`BEGIN;
 INSERT INTO store2_records (bucket, key, version, data) VALUES
   ('aaa-late', 'inserted-before', 1, 'new'), ('jobs', 'zz-inserted-after', 1, 'new');
 UPDATE store2_records SET version = version + 1000, data = 'UPDATED' WHERE bucket = 'jobs' AND key IN (%s, %s);
 DELETE FROM store2_records WHERE bucket = 'jobs' AND key = %s;
 COMMIT;`, quote(copied), quote(pending), quote(gone))
-		if err := pg.Exec(context.Background(), db, sql); err != nil {
-			t.Fatal(err)
-		}
-		if p.exited() {
-			t.Fatalf("the migration ended before the writes committed: the scenario did not happen\n%s", p)
-		}
-		if code := p.wait(t, 4*time.Minute); code != 5 || !strings.Contains(p.err.String(), "store2 changed during the migration") {
-			t.Fatalf("migrate --offline with concurrent writes: exit %d, want 5 and %q\n%s", code, "store2 changed during the migration", p)
-		}
-		if checkInvariant(t, env, prefix, snapshot) {
-			t.Errorf(".done written although store2 changed during an offline migration")
-		}
-
-		v := env.Run("verify", "-f", conf)
-		if v.Code != 5 {
-			t.Errorf("verify after later writes: exit %d, want 5\n%s", v.Code, v)
-		}
-		for _, k := range []string{"inserted-before", "zz-inserted-after", copied, pending, gone} {
-			if !strings.Contains(v.Stdout, fmt.Sprintf("key %q", k)) {
-				t.Errorf("verify does not name the later write to key %q:\n%s", k, v)
+			if err := pg.Exec(context.Background(), db, sql); err != nil {
+				t.Fatal(err)
+			}
+			if p.exited() {
+				t.Fatalf("the migration ended before the writes committed: the scenario did not happen\n%s", p)
+			}
+			code := p.wait(t, 4*time.Minute)
+			if offline {
+				want := "store2 changed during the migration (5 records): stop the components (runbook step 2) or migrate online"
+				if code != 5 || !strings.Contains(p.err.String(), want) {
+					t.Fatalf("offline migrate with concurrent writes: exit %d, want 5 and %q\n%s", code, want, p)
+				}
+				if checkInvariant(t, env, prefix, snapshot) {
+					t.Errorf("offline: .done written although store2 changed")
+				}
+				continue
+			}
+			if code != 0 {
+				t.Fatalf("migrate with concurrent writes: exit %d\n%s", code, p)
+			}
+			// Every write: store2 as the freeze left it.
+			final := store2(t, env, db)
+			if len(final) != n+1 {
+				t.Fatalf("store2 holds %d records, want %d", len(final), n+1)
+			}
+			mustDone(t, env, prefix, final)
+			if v := env.Run("verify", "-f", conf); v.Code != 0 {
+				t.Errorf("verify after an online migration: exit %d, want 0\n%s", v.Code, v)
+			}
+			err := pg.Exec(context.Background(), db, `INSERT INTO store2_records (bucket, key, version, data) VALUES ('jobs', 'after-done', 1, 'x')`)
+			if err == nil || !strings.Contains(err.Error(), "SQLSTATE 25006") || !strings.Contains(err.Error(), "restart this component with kind = store3") {
+				t.Errorf("a write after .done: %v, want it refused (25006)", err)
 			}
 		}
 		runs++

@@ -44,6 +44,7 @@ const MaxOps = 128
 // Store is store3 on one Consul agent.
 type Store struct {
 	c       *api.Client
+	cfg     *api.Config // as NewClient resolved it: scheme, address, TLS, HTTP client (Check, ProbeSession)
 	token   string
 	timeout time.Duration
 }
@@ -89,7 +90,7 @@ func New(cfg Config) (*Store, error) {
 	// NewClient left in ac.HttpClient the client it uses, the one it
 	// built for a unix:// address included: Scan streams through it.
 	ac.HttpClient.Transport = scanTransport{base: ac.HttpClient.Transport}
-	s := &Store{c: c, token: ac.Token, timeout: cfg.RequestTimeout}
+	s := &Store{c: c, cfg: ac, token: ac.Token, timeout: cfg.RequestTimeout}
 	if s.timeout <= 0 {
 		s.timeout = 30 * time.Second
 	}

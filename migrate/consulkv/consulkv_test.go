@@ -5,11 +5,20 @@ package consulkv_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +93,7 @@ func TestTxnOpsLimit(t *testing.T) {
 		"fence and 128 ops": s.Txn(ctx, fence, sets(128)),
 	} {
 		if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Transaction contains too many operations (129 > 128)") {
-			t.Errorf("%s: %v, want ErrRequestTooLarge: too many operations (129 > 128)", name, err)
+			t.Errorf("%s: %v, want ErrTooLarge: too many operations (129 > 128)", name, err)
 		}
 		if migrate.IsTransient(err) {
 			t.Errorf("%s: transient", name)
@@ -144,7 +153,7 @@ func TestTxnBodyLimit(t *testing.T) {
 	set.Key += "k"
 	err = s.Txn(ctx, fence, []migrate.Op{set})
 	if !errors.Is(err, migrate.ErrTooLarge) || !strings.Contains(err.Error(), "Request body(100001 bytes) too large, max size: 100000 bytes") {
-		t.Errorf("body of MaxBody+1: %v, want ErrRequestTooLarge", err)
+		t.Errorf("body of MaxBody+1: %v, want ErrTooLarge", err)
 	}
 	// A value over kv_max_value_size in a body that fits.
 	set = migrate.Op{Verb: migrate.VerbSet, Key: "apcera/store3/jmdb/big/v", Value: make([]byte, 60001)}
@@ -490,5 +499,90 @@ func TestDotSegmentsRefused(t *testing.T) {
 	n := 0
 	if err := s.Scan(ctx, p+"a/.x", func(*migrate.Pair) error { n++; return nil }); err != nil || n != 0 {
 		t.Errorf(`Scan("a/.x") = %d pairs, %v; want none and no error`, n, err)
+	}
+}
+
+// After its holder's session is destroyed, a lock key is free but refused
+// for the lock delay: a single attempt is busy, an attempt that may wait
+// gets the lock once the delay is over.
+func TestLockAfterLockDelay(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	s := newStore(t, shared, "")
+	key := prefix(t) + "migration/.lock"
+	a, err := s.TryLock(ctx, key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DestroySession(ctx, a.Session()); err != nil {
+		t.Fatal(err)
+	}
+	<-a.Lost()
+	if _, err := s.TryLock(ctx, key, 0); !errors.Is(err, migrate.ErrLockBusy) {
+		t.Fatalf("TryLock during the lock delay: %v, want ErrLockBusy", err)
+	}
+	b, err := s.TryLock(ctx, key, 10*time.Second)
+	if err != nil {
+		t.Fatalf("TryLock waiting out the lock delay: %v", err)
+	}
+	if err := b.Unlock(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+// Scan's listing is consul/api's request like any other: over https with
+// CONSUL_CACERT, with the token, CONSUL_HTTP_AUTH's basic auth, and
+// uncompressed. A TLS proxy in front of the shared server records the
+// listing requests that reach it.
+func TestScanHTTPSWithAuth(t *testing.T) {
+	ctx := ctxT(t)
+	target, err := url.Parse("http://" + shared.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	var listings []http.Header
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/kv/") && r.URL.Query().Has("recurse") {
+			mu.Lock()
+			listings = append(listings, r.Header.Clone())
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CONSUL_CACERT", ca)
+	t.Setenv("CONSUL_HTTP_AUTH", "deploy:hook-secret")
+	const token = "5e1f0c2a-scan-token"
+	s, err := consulkv.New(consulkv.Config{Address: srv.URL, Token: token}) // https://127.0.0.1:port
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := prefix(t)
+	if err := s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: p + "a", Value: []byte("1")}, {Verb: migrate.VerbSet, Key: p + "b", Value: []byte("2")}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := s.Scan(ctx, p, func(pr *migrate.Pair) error { got = append(got, pr.Key+"="+string(pr.Value)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{p + "a=1", p + "b=2"}, got); d != "" {
+		t.Errorf("Scan over https (-want +got):\n%s", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(listings) != 1 {
+		t.Fatalf("%d listing requests reached the proxy, want 1", len(listings))
+	}
+	h := listings[0]
+	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("deploy:hook-secret"))
+	if h.Get("X-Consul-Token") != token || h.Get("Authorization") != wantAuth || h.Get("Accept-Encoding") != "identity" {
+		t.Errorf("listing request headers: token %q, authorization %q, accept-encoding %q; want the token, %q, identity",
+			h.Get("X-Consul-Token"), h.Get("Authorization"), h.Get("Accept-Encoding"), wantAuth)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -19,106 +20,84 @@ import (
 // order, so that memory stays constant however many pairs the body holds.
 //
 // It is strict: it accepts what Consul writes, encoding/json's encoding of
-// a list of KV entries (an array of objects with the fields LockIndex, Key,
-// Flags, Value, Session, Namespace, Partition, CreateIndex and
-// ModifyIndex, named exactly so; unsigned decimal integers; strings; Value
-// base64 or null), with JSON whitespace anywhere, and fails with a
-// *listError on anything else: another field or type, a null Consul never
-// writes, data after the array. What it accepts, encoding/json decodes to
-// the same pairs (FuzzKVList checks it). A body cut short is
-// io.ErrUnexpectedEOF; a read error comes back as is.
-//
-// fn's error is returned as is. The pair, its Value included, is reused:
-// it is only valid during fn. Memory is bounded by the longest string.
+// KV entries (an array of objects with the fields LockIndex, Key, Flags,
+// Value, Session, Namespace, Partition, CreateIndex and ModifyIndex, named
+// exactly so; unsigned integers; strings; Value base64 or null), and fails
+// with errMalformed on anything else. What it accepts, encoding/json
+// decodes to the same pairs (FuzzKVList). A body cut short is
+// io.ErrUnexpectedEOF; fn's error and a read error come back as they are.
+// The pair, its Value included, is only valid during fn.
 func decodeKVList(r io.Reader, fn func(*migrate.Pair) error) error {
 	d := &listDecoder{r: bufio.NewReaderSize(r, 32<<10), val: make([]byte, 0, 512)}
 	return d.list(fn)
 }
 
-// listError is a body that is not what Consul writes.
-type listError struct {
-	msg    string
-	offset int64 // of the offending byte
-}
-
-func (e *listError) Error() string {
-	return fmt.Sprintf("malformed KV listing at byte %d: %s", e.offset, e.msg)
-}
+// errMalformed is a listing that is not what Consul writes.
+var errMalformed = errors.New("malformed KV listing")
 
 type listDecoder struct {
 	r    *bufio.Reader
 	off  int64  // bytes consumed
-	raw  []byte // the current string, unquoted but not unescaped
+	raw  []byte // a string that did not fit in the read buffer
+	name [16]byte
 	val  []byte // the current Value, decoded
 	pair migrate.Pair
 }
 
-// cut turns the end of the body inside the listing into
-// io.ErrUnexpectedEOF.
-func cut(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
-
+// errorf is errMalformed at the byte just read.
 func (d *listDecoder) errorf(format string, args ...any) error {
-	return &listError{msg: fmt.Sprintf(format, args...), offset: d.off - 1}
+	return fmt.Errorf("%w at byte %d: %s", errMalformed, d.off-1, fmt.Sprintf(format, args...))
 }
 
-// next consumes whitespace and returns the byte after it, consumed; the
-// end of the body is io.ErrUnexpectedEOF.
+// readByte reads one byte; the end of the body is io.ErrUnexpectedEOF.
+func (d *listDecoder) readByte() (byte, error) {
+	c, err := d.r.ReadByte()
+	if err == io.EOF {
+		return 0, io.ErrUnexpectedEOF
+	}
+	d.off++
+	return c, err
+}
+
+// next reads past whitespace and returns the byte after it.
 func (d *listDecoder) next() (byte, error) {
 	for {
-		c, err := d.r.ReadByte()
-		if err != nil {
-			return 0, cut(err)
-		}
-		d.off++
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-			return c, nil
+		c, err := d.readByte()
+		if err != nil || (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+			return c, err
 		}
 	}
 }
 
-// want consumes the byte want, after whitespace.
-func (d *listDecoder) want(want byte, what string) error {
+// want reads past whitespace and the byte want.
+func (d *listDecoder) want(want byte) error {
 	c, err := d.next()
 	if err == nil && c != want {
-		err = d.errorf("want %s, got %q", what, c)
+		err = d.errorf("want %q, got %q", want, c)
 	}
 	return err
 }
 
 func (d *listDecoder) list(fn func(*migrate.Pair) error) error {
-	if err := d.want('[', "an array"); err != nil {
-		return err
-	}
-	c, err := d.next()
-	for i := 0; err == nil && c != ']'; i++ {
-		if c != '{' {
-			return d.errorf("pair %d: want an object, got %q", i, c)
-		}
-		if err := d.object(); err != nil {
-			return err
-		}
-		if err := fn(&d.pair); err != nil {
-			return err
-		}
-		if c, err = d.next(); err == nil && c == ',' {
-			if c, err = d.next(); err == nil && c == ']' {
-				return d.errorf("want an object after ',', got ']'")
+	err := d.want('[')
+	if err == nil {
+		err = d.items(']', func(i int, c byte) error {
+			if c != '{' {
+				return d.errorf("pair %d: want an object, got %q", i, c)
 			}
-		} else if err == nil && c != ']' {
-			return d.errorf("want ',' or ']' after pair %d, got %q", i, c)
-		}
+			d.pair = migrate.Pair{}
+			if err := d.items('}', d.field); err != nil {
+				return err
+			}
+			return fn(&d.pair)
+		})
 	}
 	if err != nil {
 		return err
 	}
-	// Nothing but whitespace may follow: reading to the end also lets the
+	// Nothing but whitespace may follow. Reading to the end also lets the
 	// connection be reused.
-	if c, err = d.next(); err == nil {
+	if c, err := d.next(); err == nil {
 		return d.errorf("data after the array: %q", c)
 	} else if err != io.ErrUnexpectedEOF {
 		return err
@@ -126,182 +105,182 @@ func (d *listDecoder) list(fn func(*migrate.Pair) error) error {
 	return nil
 }
 
-// object decodes one pair; its '{' is consumed.
-func (d *listDecoder) object() error {
-	d.pair = migrate.Pair{}
-	c, err := d.next()
-	if err != nil || c == '}' {
-		return err
-	}
-	for {
-		if c != '"' {
-			return d.errorf("want a field name, got %q", c)
-		}
-		name, err := d.string()
-		if err == nil {
-			err = d.want(':', "':'")
-		}
-		if err != nil {
+// items reads the items of an array or object whose opening is read, up
+// to close, calling item with the first byte of each.
+func (d *listDecoder) items(close byte, item func(i int, c byte) error) error {
+	for i := 0; ; i++ {
+		c, err := d.next()
+		if err != nil || (i == 0 && c == close) {
 			return err
 		}
-		switch string(name) {
-		case "Key":
-			d.pair.Key, err = d.text()
-		case "Session":
-			d.pair.Session, err = d.text()
-		case "Namespace", "Partition":
-			_, err = d.text()
-		case "Flags":
-			d.pair.Flags, err = d.uint()
-		case "ModifyIndex":
-			d.pair.ModifyIndex, err = d.uint()
-		case "LockIndex", "CreateIndex":
-			_, err = d.uint()
-		case "Value":
-			err = d.value()
-		default:
-			return d.errorf("unexpected field %q", name)
-		}
-		if err != nil {
+		if err := item(i, c); err != nil {
 			return err
 		}
-		if c, err = d.next(); err != nil || c == '}' {
+		if c, err = d.next(); err != nil || c == close {
 			return err
 		}
 		if c != ',' {
-			return d.errorf("want ',' or '}', got %q", c)
-		}
-		if c, err = d.next(); err != nil {
-			return err
+			return d.errorf("want ',' or %q, got %q", close, c)
 		}
 	}
 }
 
-// string reads a string whose opening quote is consumed, and returns its
-// bytes, escapes as they are, valid until the next read.
+// field reads one field of a pair; c is its first byte.
+func (d *listDecoder) field(_ int, c byte) error {
+	if c != '"' {
+		return d.errorf("want a field name, got %q", c)
+	}
+	name, err := d.string()
+	if err != nil {
+		return err
+	}
+	// Copied: reading the ':' may move the read buffer under name.
+	n := copy(d.name[:], name)
+	if n < len(name) {
+		return d.errorf("unexpected field %q", name)
+	}
+	if err := d.want(':'); err != nil {
+		return err
+	}
+	switch name = d.name[:n]; string(name) {
+	case "Key":
+		d.pair.Key, err = d.text()
+	case "Session":
+		d.pair.Session, err = d.text()
+	case "Namespace", "Partition":
+		_, err = d.text()
+	case "Flags":
+		d.pair.Flags, err = d.uint()
+	case "ModifyIndex":
+		d.pair.ModifyIndex, err = d.uint()
+	case "LockIndex", "CreateIndex":
+		_, err = d.uint()
+	case "Value":
+		err = d.value()
+	default:
+		err = d.errorf("unexpected field %q", name)
+	}
+	return err
+}
+
+// string reads a string whose opening quote is read, and returns its
+// bytes, escapes as they are, valid until the next read: in the read
+// buffer when the string fits in it, as most do.
 func (d *listDecoder) string() ([]byte, error) {
 	d.raw = d.raw[:0]
 	for {
 		chunk, err := d.r.ReadSlice('"')
 		d.off += int64(len(chunk))
-		d.raw = append(d.raw, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
+		s := chunk
+		if len(d.raw) > 0 || err != nil {
+			d.raw = append(d.raw, chunk...)
+			s = d.raw
 		}
-		if err != nil {
-			return nil, cut(err)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF:
+			return nil, io.ErrUnexpectedEOF
+		case err != nil:
+			return nil, err
 		}
 		// The quote ends the string unless an odd run of backslashes
 		// escapes it.
-		n := len(d.raw) - 1
+		n := len(s) - 1
 		i := n
-		for i > 0 && d.raw[i-1] == '\\' {
+		for i > 0 && s[i-1] == '\\' {
 			i--
 		}
 		if (n-i)%2 == 0 {
-			d.raw = d.raw[:n]
-			return d.raw, nil
+			return s[:n], nil
+		}
+		if len(d.raw) == 0 {
+			d.raw = append(d.raw, chunk...)
 		}
 	}
 }
 
 // text reads a string value.
 func (d *listDecoder) text() (string, error) {
-	if err := d.want('"', "a string"); err != nil {
+	if err := d.want('"'); err != nil {
 		return "", err
 	}
 	raw, err := d.string()
 	if err != nil {
 		return "", err
 	}
-	plain := true
 	for _, c := range raw {
-		if c < 0x20 {
-			return "", d.errorf("control character %q in a string", c)
+		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
+			// Escapes or UTF-8, rare in keys: encoding/json's own
+			// unquoting, which refuses control characters.
+			var s string
+			if err := json.Unmarshal(slices.Concat([]byte{'"'}, raw, []byte{'"'}), &s); err != nil {
+				return "", d.errorf("string: %v", err)
+			}
+			return s, nil
 		}
-		plain = plain && c != '\\'
 	}
-	if !utf8.Valid(raw) {
-		return "", d.errorf("invalid UTF-8 in a string")
-	}
-	if plain {
-		return string(raw), nil
-	}
-	// Escapes, rare in keys: encoding/json's own unquoting.
-	var s string
-	if err := json.Unmarshal(slices.Concat([]byte{'"'}, raw, []byte{'"'}), &s); err != nil {
-		return "", d.errorf("string: %v", err)
-	}
-	return s, nil
+	return string(raw), nil
 }
 
 // uint reads an unsigned decimal integer within uint64.
 func (d *listDecoder) uint() (uint64, error) {
+	var n uint64
 	c, err := d.next()
-	if err != nil {
-		return 0, err
-	}
-	if c < '0' || c > '9' {
-		return 0, d.errorf("want an unsigned integer, got %q", c)
-	}
-	n, first := uint64(c-'0'), c
-	for {
-		c, err := d.r.ReadByte()
-		if err != nil {
-			return 0, cut(err)
-		}
-		d.off++
+	for i := 0; err == nil; i++ {
 		if c < '0' || c > '9' {
+			if i == 0 {
+				return 0, d.errorf("want an unsigned integer, got %q", c)
+			}
 			d.r.UnreadByte()
 			d.off--
 			return n, nil
 		}
-		if first == '0' {
+		if i == 1 && n == 0 {
 			return 0, d.errorf("integer with a leading zero")
 		}
 		if n > (math.MaxUint64-uint64(c-'0'))/10 {
 			return 0, d.errorf("integer over 2^64-1")
 		}
 		n = n*10 + uint64(c-'0')
+		c, err = d.readByte()
 	}
+	return 0, err
 }
 
 // value reads Value: null, or a string of padded standard base64.
 func (d *listDecoder) value() error {
 	c, err := d.next()
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	switch c {
-	case 'n':
-		var ull [3]byte
-		n, err := io.ReadFull(d.r, ull[:])
-		d.off += int64(n)
-		if err != nil {
-			return cut(err)
-		}
-		if string(ull[:]) != "ull" {
-			return d.errorf("want null, got %q", "n"+string(ull[:]))
+	case c == 'n':
+		for _, want := range []byte("ull") {
+			if c, err = d.readByte(); err != nil {
+				return err
+			} else if c != want {
+				return d.errorf("want null, got %q", c)
+			}
 		}
 		d.pair.Value = nil
 		return nil
-	case '"':
-		raw, err := d.string()
-		if err != nil {
-			return err
-		}
-		// base64 skips CR and LF, which JSON forbids raw; Consul never
-		// escapes base64.
-		if bytes.ContainsAny(raw, "\\\r\n") {
-			return d.errorf("escape or line break in Value")
-		}
-		d.val = slices.Grow(d.val[:0], base64.StdEncoding.DecodedLen(len(raw)))
-		n, err := base64.StdEncoding.Decode(d.val[:cap(d.val)], raw)
-		if err != nil {
-			return d.errorf("Value: %v", err)
-		}
-		d.pair.Value = d.val[:n]
-		return nil
+	case c != '"':
+		return d.errorf("want a base64 string or null for Value, got %q", c)
 	}
-	return d.errorf("want a base64 string or null for Value, got %q", c)
+	raw, err := d.string()
+	if err != nil {
+		return err
+	}
+	// base64 skips CR and LF, which JSON forbids raw (and refuses the
+	// backslash of an escape, which Consul never writes in base64).
+	if bytes.IndexByte(raw, '\n') >= 0 || bytes.IndexByte(raw, '\r') >= 0 {
+		return d.errorf("line break in Value")
+	}
+	d.val = slices.Grow(d.val[:0], base64.StdEncoding.DecodedLen(len(raw)))
+	n, err := base64.StdEncoding.Decode(d.val[:cap(d.val)], raw)
+	if err != nil {
+		return d.errorf("Value: %v", err)
+	}
+	d.pair.Value = d.val[:n]
+	return nil
 }

@@ -27,6 +27,9 @@ func (s *Store) classify(ctx context.Context, what string, err error) error {
 		// happen; if it does, the text is all we keep.
 		err = errors.New(strings.ReplaceAll(err.Error(), s.token, "****"))
 	}
+	if perr := permanentTLS(what, err); perr != nil {
+		return perr // x509 and TLS alerts are never transient
+	}
 	var se api.StatusError
 	var ue *url.Error
 	var ne net.Error

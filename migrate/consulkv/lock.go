@@ -15,96 +15,110 @@ import (
 // Session settings of the migration lock (DESIGN.md, step 2): fencing, not
 // lock-delay, keeps a late writer out.
 const (
-	SessionTTL  = "10s"
-	LockDelay   = time.Second
-	SessionName = "deployhook migration"
+	sessionTTL  = "10s"
+	lockDelay   = time.Second
+	sessionName = "deployhook migration"
+	// monitorRetries is how many failed reads in a row of the lock key the
+	// monitor rides out, monitorRetryWait apart, before it reports the
+	// lock lost.
+	monitorRetries   = 4
+	monitorRetryWait = time.Second
+	// delayPoll is how often an attempt retries a free key during its lock
+	// delay, when acquisitions fail although nobody holds it.
+	delayPoll = 100 * time.Millisecond
 )
 
-// TryLock implements migrate.Locker with consul/api's Lock in one-shot mode.
-// It creates the session itself, so that a failed attempt destroys it at
-// once rather than leaving it to expire. A wait of zero or less makes a
-// single attempt.
+// TryLock implements migrate.Locker: a session, then acquisitions of key
+// with it until one succeeds or wait runs out, waiting in blocking reads
+// of the key for its holder to let go. Every request goes through the
+// Store's classification, so errors are typed. A failed attempt destroys
+// its session at once rather than leaving it to expire. A wait of zero or
+// less makes a single attempt.
 func (s *Store) TryLock(ctx context.Context, key string, wait time.Duration) (migrate.Lock, error) {
-	if wait <= 0 {
-		wait = time.Millisecond
+	if err := addressable(key); err != nil {
+		return nil, err
 	}
-	sessions := s.c.Session()
-	id, _, err := sessions.Create(&api.SessionEntry{
-		Name:      SessionName,
-		TTL:       SessionTTL,
-		LockDelay: LockDelay,
+	deadline := time.Now().Add(wait)
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	id, _, err := s.c.Session().Create(&api.SessionEntry{
+		Name:      sessionName,
+		TTL:       sessionTTL,
+		LockDelay: lockDelay,
 		Behavior:  api.SessionBehaviorRelease,
-	}, (&api.WriteOptions{}).WithContext(ctx))
+	}, (&api.WriteOptions{}).WithContext(cctx))
+	cancel()
 	if err != nil {
-		return nil, s.classify(ctx, "create lock session", err)
+		return nil, s.classify(cctx, "create lock session", err)
 	}
-	l, err := s.c.LockOpts(&api.LockOptions{
-		Key:            key,
-		Session:        id,
-		SessionName:    SessionName,
-		SessionTTL:     SessionTTL,
-		LockTryOnce:    true,
-		LockWaitTime:   wait,
-		LockDelay:      LockDelay,
-		MonitorRetries: 4,
-	})
-	if err != nil {
+	if err := s.acquire(ctx, key, id, deadline); err != nil {
 		s.destroy(id)
-		return nil, fmt.Errorf("lock %q: %w", key, err)
+		return nil, err
 	}
-
 	// The session lives while we renew it; closing renewDone destroys it.
 	renewDone := make(chan struct{})
-	go sessions.RenewPeriodic(SessionTTL, id, nil, renewDone)
+	go s.c.Session().RenewPeriodic(sessionTTL, id, nil, renewDone)
+	mctx, stop := context.WithCancel(context.Background())
+	l := &lock{s: s, key: key, session: id, lost: make(chan struct{}), stop: stop, renewDone: renewDone}
+	go l.monitor(mctx)
+	return l, nil
+}
 
-	// Lock blocks in queries that take no context: run it aside, so that
-	// ctx stops us at once, and clean up behind us.
-	type result struct {
-		lost <-chan struct{}
-		err  error
-	}
-	stop := make(chan struct{})
-	var stopOnce sync.Once
-	halt := func() { stopOnce.Do(func() { close(stop) }) }
-	// consul/api sleeps a fixed 5 s, whatever LockWaitTime, when a lock
-	// delay is in effect (right after a dead holder's session is
-	// destroyed): bound the whole attempt by wait, so the caller tries
-	// again as soon as the delay is over.
-	timer := time.AfterFunc(wait+100*time.Millisecond, halt)
-	defer timer.Stop()
-	res := make(chan result, 1)
-	go func() {
-		lost, err := l.Lock(stop)
-		res <- result{lost, err}
-	}()
-	var r result
-	select {
-	case r = <-res:
-	case <-ctx.Done():
-		halt()
-		go func() {
-			if r := <-res; r.lost != nil {
-				l.Unlock()
-			}
-			close(renewDone)
-		}()
-		return nil, fmt.Errorf("lock %q: %w", key, ctx.Err())
-	}
-	if r.err != nil || r.lost == nil {
-		close(renewDone) // RenewPeriodic destroys the session as it stops
-		if r.err != nil {
-			return nil, s.classify(ctx, fmt.Sprintf("lock %q", key), r.err)
+// acquire takes key for session id, trying until deadline.
+func (s *Store) acquire(ctx context.Context, key, id string, deadline time.Time) error {
+	what := fmt.Sprintf("lock %q", key)
+	kv := s.c.KV()
+	var index uint64
+	for {
+		actx, cancel := context.WithTimeout(ctx, s.timeout)
+		ok, _, err := kv.Acquire(&api.KVPair{Key: key, Session: id, Flags: api.LockFlagValue}, (&api.WriteOptions{}).WithContext(actx))
+		cancel()
+		if err != nil {
+			return s.classify(actx, what, err)
 		}
-		return nil, fmt.Errorf("lock %q: %w", key, migrate.ErrLockBusy)
+		if ok {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%s: %w", what, migrate.ErrLockBusy)
+		}
+		// Held: wait for a change. With index 0 the read answers at once.
+		q := &api.QueryOptions{WaitIndex: index, WaitTime: left, RequireConsistent: true}
+		gctx, cancel := context.WithTimeout(ctx, left+s.timeout)
+		cur, meta, err := kv.Get(key, q.WithContext(gctx))
+		cancel()
+		if err != nil {
+			return s.classify(gctx, what, err)
+		}
+		index = meta.LastIndex
+		if cur == nil || cur.Session == "" {
+			// Free, yet refused: the lock delay after its holder's
+			// session was invalidated. Poll until it is over.
+			index = 0
+			if err := sleepCtx(ctx, min(left, delayPoll)); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+		}
 	}
-	return &lock{s: s, key: key, session: id, lost: r.lost, renewDone: renewDone}, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type lock struct {
 	s         *Store
 	key       string
 	session   string
-	lost      <-chan struct{}
+	lost      chan struct{} // closed when monitor returns
+	stop      context.CancelFunc
 	renewDone chan struct{}
 	once      sync.Once
 }
@@ -112,30 +126,53 @@ type lock struct {
 func (l *lock) Session() string       { return l.session }
 func (l *lock) Lost() <-chan struct{} { return l.lost }
 
+// monitor watches the lock key in blocking reads until the session no
+// longer holds it, the reads fail more than monitorRetries times in a row,
+// or Unlock stops it; then it closes lost.
+func (l *lock) monitor(ctx context.Context) {
+	defer close(l.lost)
+	var index uint64
+	for failures := 0; ; {
+		q := (&api.QueryOptions{WaitIndex: index, RequireConsistent: true}).WithContext(ctx)
+		cur, meta, err := l.s.c.KV().Get(l.key, q)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if failures++; failures > monitorRetries || sleepCtx(ctx, monitorRetryWait) != nil {
+				return
+			}
+			index = 0
+		case cur == nil || cur.Session != l.session:
+			return
+		default:
+			failures, index = 0, meta.LastIndex
+		}
+	}
+}
+
 // Unlock releases the key and destroys the session. A lock already lost
 // is not an error to release.
 func (l *lock) Unlock(ctx context.Context) error {
 	var err error
 	l.once.Do(func() {
 		// Release before destroying: a release does not start the lock
-		// delay that a session invalidation does. Both within ctx (the
-		// api.Lock's Unlock takes none), and the destroy here rather than
-		// RenewPeriodic's, which has no deadline.
+		// delay that a session invalidation does.
 		rctx, cancel := context.WithTimeout(ctx, l.s.timeout)
 		defer cancel()
 		_, _, rerr := l.s.c.KV().Release(&api.KVPair{Key: l.key, Session: l.session, Flags: api.LockFlagValue},
 			(&api.WriteOptions{}).WithContext(rctx))
-		close(l.renewDone)
-		derr := l.s.DestroySession(ctx, l.session)
 		select {
 		case <-l.lost:
 			rerr = nil // the release could only fail
 		default:
 		}
+		l.stop()
+		close(l.renewDone)
 		if rerr != nil {
 			err = l.s.classify(rctx, fmt.Sprintf("unlock %q", l.key), rerr)
 		}
-		err = errors.Join(err, derr)
+		err = errors.Join(err, l.s.DestroySession(ctx, l.session))
 	})
 	return err
 }

@@ -38,3 +38,20 @@ func TestDenyWrite(t *testing.T) {
 		t.Fatalf("a denied transaction wrote %+v", p)
 	}
 }
+
+// Over the limits, a transaction fails as on Consul: ErrTooLarge, not a
+// rolled-back transaction.
+func TestTooLarge(t *testing.T) {
+	ctx := context.Background()
+	s := memkv.New()
+	s.TxnLimits = migrate.Limits{MaxOps: 2, MaxBody: 100, MaxValue: 10}
+	for name, ops := range map[string][]migrate.Op{
+		"ops":   {{Verb: migrate.VerbSet, Key: "a"}, {Verb: migrate.VerbSet, Key: "b"}, {Verb: migrate.VerbSet, Key: "c"}},
+		"value": {{Verb: migrate.VerbSet, Key: "a", Value: make([]byte, 11)}},
+	} {
+		err := s.Txn(ctx, migrate.Fence{}, ops)
+		if !errors.Is(err, migrate.ErrTooLarge) || errors.As(err, new(*migrate.TxnError)) {
+			t.Errorf("%s over the limit: %v, want ErrTooLarge", name, err)
+		}
+	}
+}

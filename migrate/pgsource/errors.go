@@ -38,9 +38,13 @@ func (s *Source) wrap(ctx context.Context, what string, err error) error {
 }
 
 // transient reports failures worth retrying: the connection (refused,
-// reset, timed out), a server shutting down, starting up or out of
-// connections, and pgx's own retryable errors.
+// reset, timed out, cut mid-answer), a server shutting down, starting up or
+// out of connections, and pgx's own retryable errors (a closed connection
+// among them). It reads types and SQLSTATE codes, never error text.
 func transient(err error) bool {
+	if migrate.CertificateError(err) {
+		return false // x509 and TLS alerts: a retry meets the same certificate
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
@@ -55,8 +59,7 @@ func transient(err error) bool {
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
-		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "unexpected EOF")
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // scrub keeps the password out of err's text. pgx does not put it there,

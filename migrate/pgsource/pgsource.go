@@ -115,9 +115,6 @@ func parse(connString, db string) (*pgx.ConnConfig, error) {
 	return cc, nil
 }
 
-// Database is the database the source reads.
-func (s *Source) Database() string { return s.conn.Database }
-
 // Table is the record table the source reads.
 func (s *Source) Table() migrate.Table { return s.table }
 

@@ -256,8 +256,8 @@ func TestEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if src.Database() != db {
-		t.Errorf("Database = %q, want %q", src.Database(), db)
+	if !strings.HasPrefix(src.String(), db+".") {
+		t.Errorf("source %s, want database %q", src, db)
 	}
 	if got := scanAll(t, src); len(got) != 1 || got[0].Version != 9 {
 		t.Errorf("scan = %+v", got)

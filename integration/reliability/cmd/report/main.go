@@ -43,7 +43,7 @@ var describe = map[string]string{
 	"lock-loss-fencing":          "the lock session destroyed mid-copy: no key under the prefix changes after the destroy's raft index, exit 5, a second process completes",
 	"pg-restart":                 "PostgreSQL restarted mid-read: completes from a new snapshot, or fails cleanly and a rerun completes",
 	"pg-terminate-backend":       "`pg_terminate_backend` of the reader mid-read: as above",
-	"pg-writes-during-migration": "INSERT/UPDATE/DELETE in store2 mid-copy of an `--offline` migration: exit 5 `store2 changed during the migration`, no `.done`, `verify` exits 5 naming each later write",
+	"pg-writes-during-migration": "INSERT/UPDATE/DELETE in store2 mid-copy: online (the default) every write before the freeze reaches store3, `verify` finds no difference, writes after `.done` are refused (25006); `--offline` exits 5 naming the changed records, no `.done`",
 	"concurrency-3x3x3":          "3 hosts x 3 components x 3 `run` at once per round, fresh prefixes: each component copied exactly once, `wait` exits 0",
 	"hostile-keys":               "keys of every byte 0x01-0x7F, rune ranges up to U+10FFFF, 2,000-byte keys, `.`, `..`, `/x`, `//`, `=`, `%`, hostile buckets, empty values",
 	"value-size-limit":           "a value exactly at the largest a fenced transaction carries (derived from consul/api's encoding, proved on the server) migrates; one byte more is a named record failure, no `.done`",
