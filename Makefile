@@ -6,7 +6,7 @@ GO ?= go
 FUZZEXECS ?= 100000
 BIN := bin
 
-.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-migrate soak clean man completion
+.PHONY: all build deps consul test vet unit integration fuzz-smoke cookbook-test demo bench bench-validate bench-migrate soak clean man completion
 
 all: build
 
@@ -55,6 +55,13 @@ demo: deps consul build
 
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./validate/... ./migrate/... ./runitlog/
+	$(MAKE) bench-validate
+
+# deployhook validate against the NATS config parser on a generated 2.8 MB
+# cluster.conf, whole process and in process, with the targets of issue 11.
+# Its own module (tools/validatebench) keeps NATS out of deployhook's go.mod.
+bench-validate:
+	cd tools/validatebench && $(GO) run . $(VALIDATE_BENCH_ARGS)
 
 bench-migrate: deps consul build
 	$(GO) run ./integration/benchmigrate $(BENCH_ARGS)

@@ -37,7 +37,7 @@ func (c *reconciled) changes() int64 { return c.set + c.deleted }
 // maxDiffKeys bounds the store3 keys that reconcile holds in memory at
 // once: the chunks that differ are compared in groups of at most that many
 // keys (one chunk may exceed it), each group on its own pass over store2.
-var maxDiffKeys int64 = 1 << 18
+var maxDiffKeys int64 = 1 << 17
 
 // reconcile compares snap with store3 chunk by chunk (count and digest, as
 // verification does), then key by key in the chunks that differ, and, when

@@ -108,9 +108,9 @@ func (m *Migrator) DryRun(ctx context.Context) (*DryRunReport, error) {
 	case rep.DoneExists:
 		return rep, nil // a real run would stop at step 1
 	case !rep.PermissionOK:
-		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.PermissionReason)
+		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrPermissionDenied, rep.PermissionReason)
 	case !rep.SessionOK:
-		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrNoPermission, rep.SessionReason)
+		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrPermissionDenied, rep.SessionReason)
 	case rep.Online && !rep.FreezeOK:
 		return rep, fmt.Errorf("%w: %w: %s", ErrDryRunFailed, ErrCannotFreeze, rep.FreezeReason)
 	case len(rep.Failed) > 0:

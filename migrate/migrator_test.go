@@ -478,7 +478,7 @@ func TestDryRun(t *testing.T) {
 	}
 	e.kv.DenyWrite = func(string) bool { return true }
 	rep, err = e.m.DryRun(ctx)
-	if !errors.Is(err, migrate.ErrNoPermission) || rep.PermissionOK {
+	if !errors.Is(err, migrate.ErrPermissionDenied) || rep.PermissionOK {
 		t.Fatalf("error %v, report %+v", err, rep)
 	}
 }

@@ -569,3 +569,28 @@ func TestCatchUpSkipsUnchangedStore2(t *testing.T) {
 		})
 	}
 }
+
+// The chunks that differ are compared a group at a time when they hold more
+// store3 keys than the bound: one key here, so a group per chunk.
+func TestCatchUpInGroups(t *testing.T) {
+	defer migrate.SetMaxDiffKeys(1)()
+	e := onlineEnv(t, 300)
+	var once sync.Once
+	e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+		if len(ops) > 10 {
+			once.Do(func() {
+				mutate(t, e.src, "during-copy", 5, 3, 4)
+				// Another bucket, and a key that escapes into its own chunk.
+				if err := e.src.Insert(context.Background(), migrate.Record{Bucket: "routes", Key: ":late", Version: 2, Data: []byte("r")}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return nil
+	}
+	if _, err := e.m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkDoneMatches(t, e)
+	e.log.find(t, "Catch-up round 1: 13 records changed in store2 (9 set, 4 deleted)")
+}

@@ -141,7 +141,7 @@ func TestDryRunWipePreviewAndSessionProbe(t *testing.T) {
 
 	e.m.Locker = noSessions{e.kv}
 	rep, err = e.m.DryRun(ctx)
-	if !errors.Is(err, migrate.ErrDryRunFailed) || !errors.Is(err, migrate.ErrNoPermission) || rep.SessionOK || rep.SessionReason != "denied by the test" {
+	if !errors.Is(err, migrate.ErrDryRunFailed) || !errors.Is(err, migrate.ErrPermissionDenied) || rep.SessionOK || rep.SessionReason != "denied by the test" {
 		t.Errorf("error %v, session ok %t %q", err, rep.SessionOK, rep.SessionReason)
 	}
 }

@@ -195,8 +195,6 @@ func IsTransient(err error) bool {
 
 // Errors added with the migration core.
 var (
-	// ErrNoPermission is a token that may not write under the prefix.
-	ErrNoPermission = errors.New("no permission to write under the prefix")
 	// ErrDryRunFailed wraps every problem a dry run finds that a real run
 	// would fail on.
 	ErrDryRunFailed = errors.New("dry run found problems")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 
 	"github.com/apcera/deployhook/migrate"
@@ -25,7 +26,7 @@ var settingsPath = []string{"chef", "continuum", keySection}
 
 // Cluster is what the rules read from a cluster.conf.
 type Cluster struct {
-	File     *dconf.File
+	File     *dconf.File  // from ClusterConf in compact form: Root is nil, read it through Top
 	Settings *dconf.Entry // chef → continuum → component_database, or nil
 	Kind     string       // store2 or store3; "" when absent or invalid
 	Migrate  bool         // migrate_store2_to_store3, false when absent or invalid
@@ -33,8 +34,12 @@ type Cluster struct {
 
 // ClusterConf parses src and applies the cluster.conf rules. A file that
 // still holds ERB tags gets exactly one diagnostic, code erb-template.
+//
+// The file is parsed in compact form (Cluster.File.Root is nil, see
+// dconf.ParseCompact): the rules walk its nodes and make Values only of the
+// few settings they read, so a large cluster.conf costs little memory.
 func ClusterConf(src []byte, filename string) (*Cluster, hcl.Diagnostics) {
-	f, diags := dconf.Parse(src, filename)
+	f, diags := dconf.ParseCompact(src, filename)
 	if erb := erbDiag(src, filename, diags); erb != nil {
 		return &Cluster{File: f}, hcl.Diagnostics{erb}
 	}
@@ -82,25 +87,28 @@ func posAt(src []byte, off int) hcl.Pos {
 	return hcl.Pos{Line: line, Column: 1 + len([]rune(string(src[ls:off]))), Byte: off}
 }
 
-// CheckCluster applies the cluster.conf rules to a parsed file.
+// CheckCluster applies the cluster.conf rules to a parsed file (from Parse
+// or ParseCompact).
 func CheckCluster(f *dconf.File) (*Cluster, hcl.Diagnostics) {
 	c := &Cluster{File: f}
-	if f == nil || f.Root == nil {
+	root := f.Top()
+	if !root.Ok() {
 		return c, nil
 	}
 	ck := &clusterCheck{c: c}
-	ck.locate(f.Root)
-	ck.walk(f.Root, 0)
+	ck.locate(root)
+	ck.walk(root)
 	ck.settings()
-	ck.components(f.Root)
+	ck.components(root)
 	return c, ck.diags
 }
 
 type clusterCheck struct {
 	c         *Cluster
 	diags     hcl.Diagnostics
-	continuum *dconf.Value // the map holding component_database
-	section   *dconf.Value // the component_database map (last wins)
+	continuum dconf.Node   // the map holding component_database
+	section   dconf.Node   // the component_database map (last wins)
+	settingsV *dconf.Value // section as a tree, for the rules that read it
 	kind      *dconf.Entry
 	migrate   *dconf.Entry
 	migrateOK bool // migrate is a well-formed boolean
@@ -110,36 +118,38 @@ func (ck *clusterCheck) add(d *hcl.Diagnostic) { ck.diags = append(ck.diags, d) 
 
 // locate finds the settings along settingsPath, complaining about a section
 // of the path that is not a map.
-func (ck *clusterCheck) locate(root *dconf.Value) {
+func (ck *clusterCheck) locate(root dconf.Node) {
 	v := root
 	for i, k := range settingsPath {
 		e := v.Lookup(k)
-		if e == nil {
+		if !e.Ok() {
 			return
 		}
-		if e.Value.Kind != dconf.Map {
-			ck.add(errorf(CodeNotMap, &e.Value.Range,
-				fmt.Sprintf("%s must be a map, not %s", strings.Join(settingsPath[:i+1], " → "), a(e.Value.Kind)),
+		if e.Kind() != dconf.Map {
+			r := e.Range()
+			ck.add(errorf(CodeNotMap, &r,
+				fmt.Sprintf("%s must be a map, not %s", strings.Join(settingsPath[:i+1], " → "), a(e.Kind())),
 				`The store settings live in nested maps: chef: { "continuum": { "component_database": { "kind": store3 } } }.`))
 			return
 		}
 		if i == len(settingsPath)-2 {
-			ck.continuum = e.Value
+			ck.continuum = e
 		}
 		if i == len(settingsPath)-1 {
-			ck.c.Settings = e
-			ck.section = e.Value
+			ck.c.Settings = e.Entry()
+			ck.section = e
+			ck.settingsV = ck.c.Settings.Value
 		}
-		v = e.Value
+		v = e
 	}
 }
 
 // walk checks every map of the tree for duplicate and misplaced keys.
-func (ck *clusterCheck) walk(v *dconf.Value, depth int) {
-	switch v.Kind {
+func (ck *clusterCheck) walk(v dconf.Node) {
+	switch v.Kind() {
 	case dconf.Array:
-		for _, el := range v.Elems {
-			ck.walk(el, depth+1)
+		for el := v.First(); el.Ok(); el = el.Next() {
+			ck.walk(el)
 		}
 		return
 	case dconf.Map:
@@ -147,87 +157,132 @@ func (ck *clusterCheck) walk(v *dconf.Value, depth int) {
 		return
 	}
 	ck.duplicates(v)
-	for _, e := range v.Entries {
+	for e := v.First(); e.Ok(); e = e.Next() {
 		ck.misplaced(v, e)
-		ck.walk(e.Value, depth+1)
+		ck.walk(e)
 	}
+}
+
+// inSettings reports whether entry e of map m is a setting or the settings
+// section itself, where the rules are stricter.
+func (ck *clusterCheck) inSettings(m, e dconf.Node) bool {
+	return m.Same(ck.section) || (m.Same(ck.continuum) && e.KeyIs(keySection))
 }
 
 // duplicates reports every repeated key of map m. Inside the settings (and
 // for the settings section itself) it is an error: last-wins would silently
 // drop a setting.
-func (ck *clusterCheck) duplicates(m *dconf.Value) {
-	duplicates(m, func(e *dconf.Entry) bool {
-		return m == ck.section || (m == ck.continuum && e.Key == keySection)
-	}, ck.add)
+func (ck *clusterCheck) duplicates(m dconf.Node) {
+	duplicateKeys(m, func(_ int, e dconf.Node) bool { return ck.inSettings(m, e) }, ck.add)
 }
 
-// duplicates reports every repeated key of map m at its later occurrences,
-// citing the first; isErr says which are errors rather than warnings.
+// duplicates is duplicateKeys for a map of a tree from dconf.Parse.
 func duplicates(m *dconf.Value, isErr func(*dconf.Entry) bool, add func(*hcl.Diagnostic)) {
-	es := m.Entries
-	if len(es) < 2 {
+	duplicateKeys(m.Node(), func(i int, _ dconf.Node) bool { return isErr(m.Entries[i]) }, add)
+}
+
+// duplicateKeys reports every repeated key of map m at its later
+// occurrences, citing the first; isErr says which are errors rather than
+// warnings, given the entry and its index in the map.
+func duplicateKeys(m dconf.Node, isErr func(int, dconf.Node) bool, add func(*hcl.Diagnostic)) {
+	// Most maps are small: their entries and keys are compared pairwise
+	// from two arrays on the stack.
+	var smallNodes [16]dconf.Node
+	var smallKeys [16][]byte
+	n := 0
+	for e := m.First(); e.Ok(); e = e.Next() {
+		if n < len(smallNodes) {
+			smallNodes[n], smallKeys[n] = e, e.KeyBytes()
+		}
+		n++
+	}
+	if n < 2 {
 		return
 	}
-	var seen map[string]*dconf.Entry
-	if len(es) > 16 {
-		seen = make(map[string]*dconf.Entry, len(es))
+	// A large map finds earlier keys by a hash of their bytes, so that no
+	// key is copied into a string.
+	var seen map[uint64]dconf.Node
+	var seed maphash.Seed
+	if n > len(smallNodes) {
+		seen = make(map[uint64]dconf.Node, n)
+		seed = maphash.MakeSeed()
 	}
-	for i, e := range es {
-		var first *dconf.Entry
-		if seen != nil {
-			if p, ok := seen[e.Key]; ok {
-				first = p
-			} else {
-				seen[e.Key] = e
-			}
-		} else {
-			for _, p := range es[:i] {
-				if p.Key == e.Key {
-					first = p
+	i := 0
+	for e := m.First(); e.Ok(); e, i = e.Next(), i+1 {
+		var first dconf.Node
+		if seen == nil {
+			for j, k := range smallKeys[:i] {
+				if bytes.Equal(k, smallKeys[i]) {
+					first = smallNodes[j]
 					break
 				}
 			}
+		} else {
+			key := e.KeyBytes()
+			h := maphash.Bytes(seed, key)
+			switch p, ok := seen[h]; {
+			case !ok:
+				seen[h] = e
+			case bytes.Equal(p.KeyBytes(), key):
+				first = p
+			default: // two keys with one hash: look the slow way
+				first = firstWithKey(m, e, key)
+			}
 		}
-		if first == nil {
+		if !first.Ok() {
 			continue
 		}
+		k, line := e.Key(), first.KeyRange().Start.Line
 		sev := hcl.DiagWarning
-		detail := fmt.Sprintf("%q is first set on line %d; the last one wins, so the earlier value is ignored. Keep one.", e.Key, first.KeyRange.Start.Line)
-		if isErr(e) {
+		detail := fmt.Sprintf("%q is first set on line %d; the last one wins, so the earlier value is ignored. Keep one.", k, line)
+		if isErr(i, e) {
 			sev = hcl.DiagError
-			detail = fmt.Sprintf("%q is first set on line %d. In these settings a repeated key is an error: the last one would win silently. Keep exactly one.", e.Key, first.KeyRange.Start.Line)
+			detail = fmt.Sprintf("%q is first set on line %d. In these settings a repeated key is an error: the last one would win silently. Keep exactly one.", k, line)
 		}
-		add(newDiag(sev, CodeDuplicateKey, fmt.Sprintf("duplicate key %q", e.Key), detail, &e.KeyRange,
-			dconf.Related{Range: first.KeyRange, Message: "first set here"}))
+		kr := e.KeyRange()
+		add(newDiag(sev, CodeDuplicateKey, fmt.Sprintf("duplicate key %q", k), detail, &kr,
+			dconf.Related{Range: first.KeyRange(), Message: "first set here"}))
 	}
+}
+
+// firstWithKey returns the first entry of m before e whose key is key, or
+// none.
+func firstWithKey(m, e dconf.Node, key []byte) dconf.Node {
+	for p := m.First(); p.Ok() && !p.Same(e); p = p.Next() {
+		if bytes.Equal(p.KeyBytes(), key) {
+			return p
+		}
+	}
+	return dconf.Node{}
 }
 
 // misplaced warns about a settings key that is not where the settings are
 // read, such as a dotted key "continuum.component_database".
-func (ck *clusterCheck) misplaced(m *dconf.Value, e *dconf.Entry) {
-	if m == ck.section || (m == ck.continuum && e.Key == keySection) {
+func (ck *clusterCheck) misplaced(m, e dconf.Node) {
+	if ck.inSettings(m, e) {
 		return
 	}
-	hasSection := strings.Contains(e.Key, keySection)
-	if !hasSection && !strings.Contains(e.Key, keyMigrate) {
-		if m == ck.continuum && suggest(e.Key, keySection) != "" {
-			ck.add(warnf(CodeMisplacedSetting, &e.KeyRange,
-				fmt.Sprintf("unknown key %q under continuum", e.Key),
+	kb := e.KeyBytes()
+	if !bytes.Contains(kb, []byte(keySection)) && !bytes.Contains(kb, []byte(keyMigrate)) {
+		if m.Same(ck.continuum) && suggest(e.Key(), keySection) != "" {
+			kr := e.KeyRange()
+			ck.add(warnf(CodeMisplacedSetting, &kr,
+				fmt.Sprintf("unknown key %q under continuum", e.Key()),
 				"Did you mean component_database? The store settings are read only from chef → continuum → component_database."))
 		}
 		return
 	}
 	detail := "The store settings are read only from chef → continuum → component_database; here this key has no effect."
-	if strings.Contains(e.Key, ".") {
-		detail = fmt.Sprintf("Dconf has no dotted paths: this is one key literally named %q and has no effect. Write nested maps: chef: { \"continuum\": { \"component_database\": { ... } } }.", e.Key)
+	if bytes.IndexByte(kb, '.') >= 0 {
+		detail = fmt.Sprintf("Dconf has no dotted paths: this is one key literally named %q and has no effect. Write nested maps: chef: { \"continuum\": { \"component_database\": { ... } } }.", e.Key())
 	}
-	ck.add(warnf(CodeMisplacedSetting, &e.KeyRange, fmt.Sprintf("%q is not read here", e.Key), detail))
+	kr := e.KeyRange()
+	ck.add(warnf(CodeMisplacedSetting, &kr, fmt.Sprintf("%q is not read here", e.Key()), detail))
 }
 
 // settings checks the keys and values of component_database.
 func (ck *clusterCheck) settings() {
-	m := ck.section
+	m := ck.settingsV
 	if m == nil {
 		return
 	}
@@ -386,7 +441,7 @@ func intText(v *dconf.Value) string {
 // components checks the counts under the top-level components map that the
 // settings need: store3 needs Consul (kv-store), and migrating reads from
 // PostgreSQL (component-database).
-func (ck *clusterCheck) components(root *dconf.Value) {
+func (ck *clusterCheck) components(root dconf.Node) {
 	var cause *dconf.Entry
 	var why string
 	switch {
@@ -397,7 +452,7 @@ func (ck *clusterCheck) components(root *dconf.Value) {
 	default:
 		return
 	}
-	comps := root.Lookup("components")
+	comps := root.Lookup("components").Entry()
 	if ck.c.Migrate {
 		ck.need(comps, "component-database", CodeComponentDBMissing, cause, why,
 			"migrating reads from store2 (PostgreSQL)",

@@ -18,7 +18,7 @@ import (
 const tabWidth = 4
 
 // Printer renders diagnostics with snippets of the files added to it.
-// Snippets never show secrets (see secretSpans).
+// Snippets never show secrets (see masker).
 type Printer struct {
 	Color bool // ANSI colour; only for a terminal with NO_COLOR unset
 
@@ -30,8 +30,8 @@ type source struct {
 	name  string
 	src   []byte
 	file  *dconf.File
-	lines []int  // byte offset of the start of each line
-	masks []span // computed on first use
+	lines []int // byte offset of the start of each line
+	masks *masker
 	done  bool
 }
 
@@ -172,7 +172,7 @@ func (p *Printer) writeSnippet(b *bytes.Buffer, s snippet, width int) {
 	if le > ls && src.src[le-1] == '\r' {
 		le--
 	}
-	text, colAt := displayLine(src.src, ls, le, src.masks)
+	text, colAt := displayLine(src.src, ls, le, src.masks.line(ls, le))
 	start := min(max(s.rng.Start.Byte, ls), le)
 	end := min(max(s.rng.End.Byte, start), le)
 	c0, c1 := colAt(start, false), colAt(end, true)
@@ -192,19 +192,22 @@ func (p *Printer) writeSnippet(b *bytes.Buffer, s snippet, width int) {
 	fmt.Fprintf(b, "%s %s%s\n", blank, strings.Repeat(" ", c0), under)
 }
 
-// prepare indexes lines and computes the secret spans, once.
+// prepare indexes lines and finds the secrets that span lines, once.
 func (s *source) prepare() {
 	if s.done {
 		return
 	}
 	s.done = true
-	s.lines = append(s.lines, 0)
-	for i, c := range s.src {
-		if c == '\n' {
-			s.lines = append(s.lines, i+1)
+	s.lines = make([]int, 1, 1+bytes.Count(s.src, []byte{'\n'}))
+	for i := 0; ; {
+		j := bytes.IndexByte(s.src[i:], '\n')
+		if j < 0 {
+			break
 		}
+		i += j + 1
+		s.lines = append(s.lines, i)
 	}
-	s.masks = secretSpans(s.src, s.file)
+	s.masks = newMasker(s.src, s.file)
 }
 
 // displayLine renders src[ls:le] for a snippet: tabs expanded to tabWidth

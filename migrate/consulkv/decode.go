@@ -38,8 +38,7 @@ var errMalformed = errors.New("malformed KV listing")
 type listDecoder struct {
 	r    *bufio.Reader
 	off  int64  // bytes consumed
-	raw  []byte // a string that did not fit in the read buffer
-	name [16]byte
+	raw  []byte // the current string, unquoted but not unescaped
 	val  []byte // the current Value, decoded
 	pair migrate.Pair
 }
@@ -131,18 +130,13 @@ func (d *listDecoder) field(_ int, c byte) error {
 		return d.errorf("want a field name, got %q", c)
 	}
 	name, err := d.string()
+	if err == nil {
+		err = d.want(':')
+	}
 	if err != nil {
 		return err
 	}
-	// Copied: reading the ':' may move the read buffer under name.
-	n := copy(d.name[:], name)
-	if n < len(name) {
-		return d.errorf("unexpected field %q", name)
-	}
-	if err := d.want(':'); err != nil {
-		return err
-	}
-	switch name = d.name[:n]; string(name) {
+	switch string(name) {
 	case "Key":
 		d.pair.Key, err = d.text()
 	case "Session":
@@ -164,18 +158,13 @@ func (d *listDecoder) field(_ int, c byte) error {
 }
 
 // string reads a string whose opening quote is read, and returns its
-// bytes, escapes as they are, valid until the next read: in the read
-// buffer when the string fits in it, as most do.
+// bytes, escapes as they are, valid until the next read.
 func (d *listDecoder) string() ([]byte, error) {
 	d.raw = d.raw[:0]
 	for {
 		chunk, err := d.r.ReadSlice('"')
 		d.off += int64(len(chunk))
-		s := chunk
-		if len(d.raw) > 0 || err != nil {
-			d.raw = append(d.raw, chunk...)
-			s = d.raw
-		}
+		d.raw = append(d.raw, chunk...)
 		switch {
 		case err == bufio.ErrBufferFull:
 			continue
@@ -186,16 +175,14 @@ func (d *listDecoder) string() ([]byte, error) {
 		}
 		// The quote ends the string unless an odd run of backslashes
 		// escapes it.
-		n := len(s) - 1
+		n := len(d.raw) - 1
 		i := n
-		for i > 0 && s[i-1] == '\\' {
+		for i > 0 && d.raw[i-1] == '\\' {
 			i--
 		}
 		if (n-i)%2 == 0 {
-			return s[:n], nil
-		}
-		if len(d.raw) == 0 {
-			d.raw = append(d.raw, chunk...)
+			d.raw = d.raw[:n]
+			return d.raw, nil
 		}
 	}
 }
@@ -224,28 +211,24 @@ func (d *listDecoder) text() (string, error) {
 }
 
 // uint reads an unsigned decimal integer within uint64.
-func (d *listDecoder) uint() (uint64, error) {
-	var n uint64
+func (d *listDecoder) uint() (n uint64, err error) {
 	c, err := d.next()
-	for i := 0; err == nil; i++ {
-		if c < '0' || c > '9' {
-			if i == 0 {
-				return 0, d.errorf("want an unsigned integer, got %q", c)
-			}
-			d.r.UnreadByte()
-			d.off--
-			return n, nil
-		}
-		if i == 1 && n == 0 {
-			return 0, d.errorf("integer with a leading zero")
-		}
-		if n > (math.MaxUint64-uint64(c-'0'))/10 {
-			return 0, d.errorf("integer over 2^64-1")
+	i := 0
+	for ; err == nil && '0' <= c && c <= '9'; i++ {
+		if (i == 1 && n == 0) || n > (math.MaxUint64-uint64(c-'0'))/10 {
+			return 0, d.errorf("integer with a leading zero or over 2^64-1")
 		}
 		n = n*10 + uint64(c-'0')
 		c, err = d.readByte()
 	}
-	return 0, err
+	switch {
+	case err != nil:
+		return 0, err
+	case i == 0:
+		return 0, d.errorf("want an unsigned integer, got %q", c)
+	}
+	d.off--
+	return n, d.r.UnreadByte()
 }
 
 // value reads Value: null, or a string of padded standard base64.

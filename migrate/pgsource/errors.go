@@ -13,8 +13,8 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-// wrap names the operation, sorts err into never-used, transient or plain,
-// and scrubs the password.
+// wrap names the operation, sorts err into never-used, permission denied,
+// transient or plain, and scrubs the password.
 func (s *Source) wrap(ctx context.Context, what string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -25,6 +25,8 @@ func (s *Source) wrap(ctx context.Context, what string, err error) error {
 		case "42P01", "3F000": // undefined table, undefined schema
 			return fmt.Errorf("table %s does not exist in database %q on %s: %w (this cluster never used store2)",
 				s.table, s.conn.Database, s.server(), migrate.ErrNeverUsed)
+		case "42501": // insufficient privilege
+			return s.scrub(fmt.Errorf("%s: %w: %w", what, migrate.ErrPermissionDenied, err))
 		}
 	}
 	e := s.scrub(fmt.Errorf("%s: %w", what, err))

@@ -115,9 +115,6 @@ func parse(connString, db string) (*pgx.ConnConfig, error) {
 	return cc, nil
 }
 
-// Table is the record table the source reads.
-func (s *Source) Table() migrate.Table { return s.table }
-
 // String names the source for messages: user, host, port, database and
 // table, never the password.
 func (s *Source) String() string {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
 	"sort"
 	"strings"
@@ -400,4 +401,33 @@ func TestServerRestartIsTransient(t *testing.T) {
 		t.Errorf("snapshot on a stopped server: %v, want transient", err)
 	}
 	t.Logf("stopped server: %v", err)
+}
+
+// A user without SELECT on the table is refused with ErrPermissionDenied,
+// not retried.
+func TestNoPrivilegeIsPermissionDenied(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	db := dbName(t)
+	if err := pg.CreateComponentDB(ctx, db, migrate.DefaultTable); err != nil {
+		t.Fatal(err)
+	}
+	role := db + "_noread"
+	if err := pg.Exec(ctx, db, "CREATE ROLE "+role+" LOGIN PASSWORD 'no-read-pw'"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(pg.URL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, "no-read-pw")
+	src, err := pgsource.New(ctx, pgsource.Config{URL: u.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = src.Snapshot(ctx)
+	if !errors.Is(err, migrate.ErrPermissionDenied) || migrate.IsTransient(err) || strings.Contains(fmt.Sprint(err), "no-read-pw") {
+		t.Fatalf("snapshot without SELECT: %v, want ErrPermissionDenied, not transient", err)
+	}
+	t.Logf("%v", err)
 }

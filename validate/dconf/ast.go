@@ -80,7 +80,12 @@ type Value struct {
 	// syntax error it already reported. Validators should skip it rather
 	// than report a second error for the same mistake.
 	Invalid bool
+
+	node Node
 }
+
+// Node returns the compact node the value was built from.
+func (v *Value) Node() Node { return v.node }
 
 // Entry is one key and its value.
 type Entry struct {
@@ -98,7 +103,13 @@ func (e *Entry) Range() hcl.Range {
 type File struct {
 	Name string
 	Src  []byte
-	Root *Value // Kind Map: the file's implicit top-level map
+	Root *Value // Kind Map: the file's implicit top-level map; nil from ParseCompact (see Top)
+
+	chunks  []*[1 << chunkBits]node
+	count   int32
+	decoded map[int32]string // text of escaped strings (by index) and keys (by ^index)
+	lines   []int32          // offset of the start of each line, built on first use
+	cur     hcl.Pos          // the last position pos computed
 }
 
 // Lookup returns the last entry named key in a map value (last wins, as for

@@ -44,6 +44,19 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
+// BenchmarkParseCompact is Parse without the Value tree: what the validator
+// runs (validate.ClusterConf).
+func BenchmarkParseCompact(b *testing.B) {
+	src := GenerateClusterConf(20000)
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, diags := ParseCompact(src, "bench.conf"); diags.HasErrors() {
+			b.Fatal(diags)
+		}
+	}
+}
+
 // BenchmarkParseJSONBaseline is the reference for BenchmarkParse: the same
 // configuration, written as JSON, decoded by encoding/json into plain Go
 // values (no positions, no diagnostics, no entry order). Compare MB/s and

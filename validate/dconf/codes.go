@@ -25,6 +25,7 @@ package dconf
 //	top-level-braces       the whole file is wrapped in "{ }"
 //	too-deep               maps and arrays nested deeper than maxDepth
 //	erb-template           the file still holds ERB tags ("<%"); reported once, nothing after it
+//	file-too-large         the file is 2 GiB or more; nothing is parsed
 //
 // Warnings:
 //
@@ -54,6 +55,7 @@ const (
 	codeTopLevelBraces     = "top-level-braces"
 	codeTooDeep            = "too-deep"
 	codeERB                = "erb-template"
+	codeTooLarge           = "file-too-large"
 
 	codeAmbiguousBool   = "ambiguous-boolean"
 	codeAmbiguousNumber = "ambiguous-number"

@@ -128,36 +128,11 @@ func restBlank(src []byte, i int) bool {
 	return true
 }
 
-// pos returns the position of byte offset off. Positions are asked for in
-// source order almost always, so a cursor makes the whole parse linear; a
-// request behind the cursor recomputes from the start of its line.
-func (p *parser) pos(off int) hcl.Pos {
-	if off < p.cur.Byte {
-		return p.slowPos(off)
-	}
-	seg := p.src[p.cur.Byte:off]
-	if i := bytes.LastIndexByte(seg, '\n'); i >= 0 {
-		p.cur.Line += bytes.Count(seg, []byte{'\n'})
-		p.cur.Column = 1 + utf8.RuneCount(seg[i+1:])
-	} else {
-		p.cur.Column += utf8.RuneCount(seg)
-	}
-	p.cur.Byte = off
-	return p.cur
-}
-
-func (p *parser) slowPos(off int) hcl.Pos {
-	ls := bytes.LastIndexByte(p.src[:off], '\n') + 1
-	return hcl.Pos{
-		Line:   1 + bytes.Count(p.src[:ls], []byte{'\n'}),
-		Column: 1 + utf8.RuneCount(p.src[ls:off]),
-		Byte:   off,
-	}
-}
+// pos returns the position of byte offset off.
+func (p *parser) pos(off int) hcl.Pos { return p.f.pos(off) }
 
 func (p *parser) rangeOf(start, end int) hcl.Range {
-	s := p.pos(start)
-	return hcl.Range{Filename: p.filename, Start: s, End: p.pos(end)}
+	return hcl.Range{Filename: p.filename, Start: p.pos(start), End: p.pos(end)}
 }
 
 // runeEnd returns the offset just past the character at i.

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,11 +17,10 @@ import (
 // parse function scans the bytes it expects instead of asking a lexer for a
 // context-free token stream.
 type parser struct {
+	f        *File // the nodes are written here
 	src      []byte
-	str      string // src as a string, so that keys and words are substrings, not copies
 	filename string
 	off      int
-	cur      hcl.Pos // position cursor for pos
 
 	diags         hcl.Diagnostics
 	errLines      []int // lines that already have an error, sorted
@@ -36,17 +34,7 @@ type parser struct {
 	openMaps   int
 	openArrays int
 
-	// Entries and elements of the maps and arrays being parsed are
-	// collected on these stacks and copied out once per map or array, and
-	// nodes come from slabs: a few allocations per hundred entries instead
-	// of several per entry.
-	entStack []*Entry
-	valStack []*Value
-	vals     []Value
-	ents     []Entry
-	entPtrs  []*Entry
-	valPtrs  []*Value
-	buf      []byte
+	buf []byte
 }
 
 // Parse parses a Dconf file. It always returns a File whose Root is a map
@@ -54,51 +42,89 @@ type parser struct {
 // (and warning) found, in source order. Duplicate keys are kept and not
 // reported: that is the validator's call.
 func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
+	f, diags := ParseCompact(src, filename)
+	f.Root = f.Top().Value()
+	return f, diags
+}
+
+// ParseCompact is Parse without the Value tree: File.Root is nil and the
+// tree is read through File.Top, whose nodes make strings and positions only
+// when asked. The diagnostics are those of Parse. The nodes read src in
+// place, so it must not change while the File is in use.
+func ParseCompact(src []byte, filename string) (*File, hcl.Diagnostics) {
+	f := &File{Name: filename, Src: src}
 	p := &parser{
+		f:        f,
 		src:      src,
-		str:      string(src),
 		filename: filename,
-		cur:      hcl.Pos{Line: 1, Column: 1},
 		erbCheck: bytes.Contains(src, []byte("<%")),
 	}
-	root := p.newValue()
-	root.Kind = Map
-	start := p.cur
+	root := f.newNode()
+	p.setValue(root, Map, Bare, 0, len(src), 0)
+	if len(src) > maxSource {
+		p.report(hcl.DiagError, codeTooLarge, p.rangeOf(0, 0), "file larger than 2 GiB",
+			"a cluster.conf is kilobytes to a few megabytes; check that this is the right file")
+		f.at(root).next = f.count
+		return f, p.diags
+	}
 	if bytes.HasPrefix(src, []byte("\ufeff")) {
 		p.off = 3 // a byte order mark from a Windows editor is not content
 	}
 	p.parseFile(root)
-	root.Range = hcl.Range{Filename: filename, Start: start, End: p.pos(len(src))}
+	f.at(root).next = f.count
 	sort.SliceStable(p.diags, func(i, j int) bool {
 		return p.diags[i].Subject.Start.Byte < p.diags[j].Subject.Start.Byte
 	})
-	return &File{Name: filename, Src: src, Root: root}, p.diags
+	return f, p.diags
 }
 
-func (p *parser) parseFile(root *Value) {
+// setValue sets the value part of node i, keeping its key.
+func (p *parser) setValue(i int32, k Kind, q Quote, start, end int, trim uint8) {
+	n := p.f.at(i)
+	n.kind, n.quote = uint8(k), q
+	n.start, n.end = int32(start), int32(end)
+	n.flags &= fEntry | fKeyDecoded
+	n.trim = n.trim&15 | trim<<4
+}
+
+func (p *parser) invalid(i int32) { p.f.at(i).flags |= fInvalid }
+
+// decoded keeps the text of an escaped string (i) or key (^i).
+func (p *parser) decoded(i int32, s string) {
+	if p.f.decoded == nil {
+		p.f.decoded = map[int32]string{}
+	}
+	p.f.decoded[i] = s
+	if i >= 0 {
+		p.f.at(i).flags |= fStrDecoded
+	} else {
+		p.f.at(^i).flags |= fKeyDecoded
+	}
+}
+
+func (p *parser) parseFile(root int32) {
 	p.skipBlank()
 	if p.off < len(p.src) && p.src[p.off] == '{' {
-		open := p.rangeOf(p.off, p.off+1)
-		p.report(hcl.DiagError, codeTopLevelBraces, open, "the whole file is wrapped in braces",
+		open := p.off
+		p.report(hcl.DiagError, codeTopLevelBraces, p.rangeOf(open, open+1), "the whole file is wrapped in braces",
 			"a Dconf file is an implicit map: remove this `{` and the `}` that closes it")
 		p.off++
 		p.openMaps++
 		p.parseEntries(root, '}', open)
 		p.openMaps--
 	}
-	p.parseEntries(root, 0, hcl.Range{})
+	p.parseEntries(root, 0, 0)
 }
 
 // parseEntries reads entries into m up to its closer: '}' for a map, 0 for
-// the top level (end of file).
-func (p *parser) parseEntries(m *Value, closer byte, open hcl.Range) {
-	base := len(p.entStack)
+// the top level (end of file). open is the offset of its "{".
+func (p *parser) parseEntries(m int32, closer byte, open int) {
 	for !p.stopped {
 		p.skipBlank()
 		if p.off >= len(p.src) {
 			if closer != 0 {
-				p.unterminated(codeUnterminatedMap, open, "map")
-				m.Invalid = true
+				p.unterminated(codeUnterminatedMap, p.rangeOf(open, open+1), "map")
+				p.invalid(m)
 			}
 			break
 		}
@@ -110,9 +136,9 @@ func (p *parser) parseEntries(m *Value, closer byte, open hcl.Range) {
 		if c == ']' && closer == '}' && p.openArrays > 0 {
 			// The array around this map is closing, so this map's own
 			// "}" is missing. Leave the "]" to the array.
-			p.report(hcl.DiagError, codeUnterminatedMap, open, "map not closed before `]`",
+			p.report(hcl.DiagError, codeUnterminatedMap, p.rangeOf(open, open+1), "map not closed before `]`",
 				"add `}` to close this map before the `]` at "+p.at(p.off))
-			m.Invalid = true
+			p.invalid(m)
 			break
 		}
 		switch c {
@@ -125,65 +151,71 @@ func (p *parser) parseEntries(m *Value, closer byte, open hcl.Range) {
 			p.off++
 			continue
 		}
-		if e := p.parseEntry(); e != nil {
-			p.entStack = append(p.entStack, e)
+		if e := p.parseEntry(); e >= 0 {
+			p.f.at(e).next = p.f.count
 		}
 		p.entryEnd()
 	}
-	m.Entries = append(m.Entries, p.takeEntries(base)...)
 }
 
-func (p *parser) parseEntry() *Entry {
+// parseEntry reads one entry into a new node and returns its index, or -1
+// when the key could not be read.
+func (p *parser) parseEntry() int32 {
 	start := p.off
-	sp := p.pos(start)
 	c := p.src[p.off]
-	var key string
+	var q quoted
 	end, quoted := 0, false
 	switch {
 	case c == '"' || c == '\'':
-		var ok bool
-		key, end, ok = p.scanQuoted(true)
-		if !ok {
-			p.off = end
+		q = p.scanQuoted(true)
+		if !q.ok {
+			p.off = q.end
 			p.skip(true)
-			return nil
+			return -1
 		}
+		end = q.end
 		quoted = true
 	case c >= utf8.RuneSelf && p.curlyAt(p.off):
-		key, end = p.scanCurly()
+		q.ts, q.te, end = p.scanCurly()
 		quoted = true
 	default:
 		end = scanWord(p.src, p.off, true)
 		if end == p.off {
 			p.unexpected("expected a key")
 			p.skip(true)
-			return nil
+			return -1
 		}
-		key = p.str[start:end]
-		p.checkERB(start, key)
+		q.ts, q.te = start, end
+		p.checkERB(start, end)
 		if p.strayQuote(end) {
 			// `identity": {`: the opening quote is missing. Reading the
 			// stray quote as part of the key keeps the rest of the line,
 			// and the map it opens, intact.
 			end++
-			p.report(hcl.DiagError, codeMissingQuote, hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)},
-				"key `"+show(key)+"` ends with a quote that has no opening quote",
-				"add the opening `"+p.str[end-1:end]+"` before `"+show(key)+"`")
+			key := show(string(p.src[start:q.te]))
+			p.report(hcl.DiagError, codeMissingQuote, p.rangeOf(start, end),
+				"key `"+key+"` ends with a quote that has no opening quote",
+				"add the opening `"+string(p.src[end-1:end])+"` before `"+key+"`")
 		}
 	}
-	e := p.newEntry()
-	e.Key = key
-	e.KeyRange = hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)}
+	e := p.f.newNode()
+	n := p.f.at(e)
+	n.flags = fEntry
+	n.keyStart, n.keyEnd = int32(start), int32(end)
+	n.trim = trimOf(q.ts-start, end-q.te)
+	if q.decoded {
+		p.decoded(^e, q.s)
+	}
 	p.off = end
 	if p.stopped {
-		e.Value = p.placeholder(end)
+		p.placeholder(e, end)
 		return e
 	}
-	if quoted && key == "" {
-		p.report(hcl.DiagError, codeEmptyKey, e.KeyRange, "empty key", "give the key a name")
+	if quoted && !q.decoded && q.ts == q.te {
+		p.report(hcl.DiagError, codeEmptyKey, p.rangeOf(start, end), "empty key", "give the key a name")
 	}
-	if !quoted && key == "include" {
-		p.report(hcl.DiagWarning, codeInclude, e.KeyRange, "`include` is an ordinary key here, not a file include",
+	if !quoted && string(p.src[start:q.te]) == "include" {
+		p.report(hcl.DiagWarning, codeInclude, p.rangeOf(start, end), "`include` is an ordinary key here, not a file include",
 			"Dconf has no includes: the file named here is not read; rename the key if it is not meant as data")
 	}
 
@@ -203,8 +235,8 @@ func (p *parser) parseEntry() *Entry {
 				// key without a value too.
 				p.skipBlank()
 				if p.off < len(p.src) {
-					e.Value = p.parseValue()
-					e.Value.Invalid = true
+					p.parseValue(e)
+					p.invalid(e)
 				}
 			}
 			return e
@@ -218,13 +250,14 @@ func (p *parser) parseEntry() *Entry {
 		return e
 	}
 	if !spaced && !sep && !quoted {
+		key := show(string(p.src[q.ts:q.te]))
 		detail := "need whitespace, `:` or `=` between key and value"
 		if q := p.src[p.off]; q == '"' || q == '\'' {
-			detail = "`" + show(key) + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
+			detail = "`" + key + string(q) + "` looks like a quoted key that lost its opening quote; otherwise " + detail
 		}
-		p.errAt(codeMissingSeparator, p.off, "missing space between key `"+show(key)+"` and its value", detail)
+		p.errAt(codeMissingSeparator, p.off, "missing space between key `"+key+"` and its value", detail)
 	}
-	e.Value = p.parseValue()
+	p.parseValue(e)
 	return e
 }
 
@@ -291,10 +324,12 @@ func (p *parser) loneValueNext() bool {
 	return i >= len(src) || src[i] == '\n' || src[i] == '\r' || src[i] == '#'
 }
 
-func (p *parser) missingValue(e *Entry) {
-	p.report(hcl.DiagError, codeMissingValue, e.KeyRange, "missing value for key `"+show(e.Key)+"`",
+func (p *parser) missingValue(e int32) {
+	k := Node{f: p.f, i: e}
+	n := p.f.at(e)
+	p.report(hcl.DiagError, codeMissingValue, p.rangeOf(int(n.keyStart), int(n.keyEnd)), "missing value for key `"+show(k.Key())+"`",
 		"write the value on the key's line; only a map `{` or an array `[` may start on a later line")
-	e.Value = p.placeholder(e.KeyRange.End.Byte)
+	p.placeholder(e, int(n.keyEnd))
 }
 
 // entryEnd reads what may follow a value: spaces, one "," or ";", a comment,
@@ -334,89 +369,87 @@ func (p *parser) entryEnd() {
 	p.skip(true)
 }
 
-func (p *parser) parseValue() *Value {
+// parseValue reads the value at p.off into node i.
+func (p *parser) parseValue(i int32) {
 	start := p.off
 	switch c := p.src[start]; c {
 	case '{':
-		return p.parseMap()
+		p.parseMap(i)
+		return
 	case '[':
-		return p.parseArray()
+		p.parseArray(i)
+		return
 	case '(':
-		return p.parseBlock()
+		p.parseBlock(i)
+		return
 	case '"', '\'':
-		sp := p.pos(start)
-		s, end, _ := p.scanQuoted(false)
-		v := p.newValue()
-		v.Kind = String
-		v.Quote = Quote(c)
-		v.Str = s
-		v.Range = hcl.Range{Filename: p.filename, Start: sp, End: p.pos(end)}
-		v.Invalid = p.badString
-		p.off = end
-		return v
+		q := p.scanQuoted(false)
+		p.setValue(i, String, Quote(c), start, q.end, trimOf(q.ts-start, q.end-q.te))
+		if q.decoded {
+			p.decoded(i, q.s)
+		}
+		if p.badString {
+			p.invalid(i)
+		}
+		p.off = q.end
+		return
 	case ')':
 		p.unexpected("expected a value")
 		p.off++
-		return p.placeholder(start)
+		p.placeholder(i, start)
+		return
 	}
 	if p.curlyAt(start) {
-		s, end := p.scanCurly()
-		v := p.newValue()
-		v.Kind = String
-		v.Str = s
-		v.Range = p.rangeOf(start, end)
-		v.Invalid = true
+		ts, te, end := p.scanCurly()
+		p.setValue(i, String, Bare, start, end, trimOf(ts-start, end-te))
+		p.invalid(i)
 		p.off = end
-		return v
+		return
 	}
 	end := scanWord(p.src, start, false)
 	if end == start {
 		p.unexpected("expected a value")
 		p.off = p.runeEnd(start)
-		return p.placeholder(start)
+		p.placeholder(i, start)
+		return
 	}
-	v := p.newValue()
-	v.Range = p.rangeOf(start, end)
 	p.off = end
-	p.typeWord(v, p.str[start:end])
-	p.checkERB(start, v.Str)
-	return v
+	p.typeWord(i, start, end)
+	p.checkERB(start, end)
 }
 
-func (p *parser) parseMap() *Value {
-	open := p.rangeOf(p.off, p.off+1)
+func (p *parser) parseMap(i int32) {
+	open := p.off
 	if p.depth >= maxDepth {
-		return p.tooDeep(Map, open)
+		p.tooDeep(i, Map, open)
+		return
 	}
 	p.off++
 	p.depth++
 	p.openMaps++
-	v := p.newValue()
-	v.Kind = Map
-	p.parseEntries(v, '}', open)
+	p.setValue(i, Map, Bare, open, open, 0)
+	p.parseEntries(i, '}', open)
 	p.depth--
 	p.openMaps--
-	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
-	return v
+	p.f.at(i).end = int32(p.off)
 }
 
-func (p *parser) parseArray() *Value {
-	open := p.rangeOf(p.off, p.off+1)
+func (p *parser) parseArray(i int32) {
+	open := p.off
 	if p.depth >= maxDepth {
-		return p.tooDeep(Array, open)
+		p.tooDeep(i, Array, open)
+		return
 	}
 	p.off++
 	p.depth++
 	p.openArrays++
-	v := p.newValue()
-	v.Kind = Array
-	base := len(p.valStack)
+	p.setValue(i, Array, Bare, open, open, 0)
 	commaOK := false // an element came last, so one "," may follow
 	for !p.stopped {
 		p.skipBlank()
 		if p.off >= len(p.src) {
-			p.unterminated(codeUnterminatedArray, open, "array")
-			v.Invalid = true
+			p.unterminated(codeUnterminatedArray, p.rangeOf(open, open+1), "array")
+			p.invalid(i)
 			break
 		}
 		c := p.src[p.off]
@@ -426,9 +459,9 @@ func (p *parser) parseArray() *Value {
 		}
 		if c == '}' {
 			if p.openMaps > 0 {
-				p.report(hcl.DiagError, codeUnterminatedArray, open, "array not closed before `}`",
+				p.report(hcl.DiagError, codeUnterminatedArray, p.rangeOf(open, open+1), "array not closed before `}`",
 					"add `]` to close this array before the `}` at "+p.at(p.off))
-				v.Invalid = true
+				p.invalid(i)
 				break
 			}
 			p.unmatched(c)
@@ -445,7 +478,9 @@ func (p *parser) parseArray() *Value {
 			p.off++
 			continue
 		}
-		p.valStack = append(p.valStack, p.parseValue())
+		el := p.f.newNode()
+		p.parseValue(el)
+		p.f.at(el).next = p.f.count
 		commaOK = true
 		p.skipWS()
 		if p.atLineEnd() {
@@ -468,35 +503,27 @@ func (p *parser) parseArray() *Value {
 	}
 	p.depth--
 	p.openArrays--
-	v.Elems = p.takeValues(base)
-	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
-	return v
+	p.f.at(i).end = int32(p.off)
 }
 
 // parseBlock reads a block string: everything after "(" up to and including
 // the newline before a ")" that stands alone at the start of a line.
-func (p *parser) parseBlock() *Value {
+func (p *parser) parseBlock(i int32) {
 	start := p.off
-	v := p.newValue()
-	v.Kind = BlockString
-	v.Quote = Paren
 	k := blockClose(p.src, start+1)
 	if k < 0 {
-		open := p.rangeOf(start, start+1)
 		detail := "block strings close with `)` alone at the start of a line"
 		if h := p.indentedClose(start + 1); h >= 0 {
 			detail += "; the `)` on line " + strconv.Itoa(p.pos(h).Line) + " is indented or has text after it"
 		}
-		p.unterminatedDetail(codeUnterminatedBlock, open, "block string never closed", detail)
-		v.Str = p.str[start+1:]
-		v.Invalid = true
-		k = len(p.src) - 1
-	} else {
-		v.Str = p.str[start+1 : k]
+		p.unterminatedDetail(codeUnterminatedBlock, p.rangeOf(start, start+1), "block string never closed", detail)
+		p.setValue(i, BlockString, Paren, start, len(p.src), trimOf(1, 0))
+		p.invalid(i)
+		p.off = len(p.src)
+		return
 	}
-	v.Range = p.rangeOf(start, k+1)
+	p.setValue(i, BlockString, Paren, start, k+1, trimOf(1, 1))
 	p.off = k + 1
-	return v
 }
 
 // indentedClose finds the first line after from that holds only ")" with
@@ -518,26 +545,30 @@ func (p *parser) indentedClose(from int) int {
 	return -1
 }
 
-func (p *parser) tooDeep(k Kind, open hcl.Range) *Value {
-	p.report(hcl.DiagError, codeTooDeep, open, "maps and arrays nested more than "+strconv.Itoa(maxDepth)+" levels deep",
+func (p *parser) tooDeep(i int32, k Kind, open int) {
+	p.report(hcl.DiagError, codeTooDeep, p.rangeOf(open, open+1), "maps and arrays nested more than "+strconv.Itoa(maxDepth)+" levels deep",
 		"flatten the structure; the parser skips everything inside this bracket")
 	p.skip(false)
-	v := p.newValue()
-	v.Kind = k
-	v.Invalid = true
-	v.Range = hcl.Range{Filename: p.filename, Start: open.Start, End: p.pos(p.off)}
-	return v
+	p.setValue(i, k, Bare, open, p.off, 0)
+	p.invalid(i)
 }
 
-// scanQuoted reads the quoted string at p.off and returns its decoded text
-// and the offset just past it. For values it sets p.badString when it had to
-// guess where a broken string ends. ok is false when a key could not be read.
-func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
+// quoted is a scanned quoted string: its text is src[ts:te], or s when
+// decoded is set (it held escapes), and it ends just before end. ok is false
+// when a key could not be read.
+type quoted struct {
+	ts, te, end int
+	s           string
+	decoded, ok bool
+}
+
+// scanQuoted reads the quoted string at p.off. For values it sets
+// p.badString when it had to guess where a broken string ends.
+func (p *parser) scanQuoted(key bool) quoted {
 	src := p.src
 	start := p.off
 	q := src[start]
 	p.badString = false
-	p.pos(start) // keep the cursor behind every error position below
 	p.buf = p.buf[:0]
 	escaped := false
 	seg := start + 1
@@ -582,7 +613,7 @@ func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
 				continue
 			}
 			p.report(hcl.DiagError, codeUnknownEscape, p.rangeOf(i, p.runeEnd(i+1)),
-				"unknown escape `"+show("\\"+p.str[i+1:p.runeEnd(i+1)])+"`",
+				"unknown escape `"+show("\\"+string(src[i+1:p.runeEnd(i+1)]))+"`",
 				"double-quoted strings know only \\t \\n \\r \\\" \\\\ and \\xHH; write `\\\\` for a backslash, or use single quotes, which take backslashes literally")
 			p.badString = true
 			continue
@@ -596,12 +627,12 @@ func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
 	if i >= len(src) {
 		return p.brokenString(start, i, key)
 	}
-	s = p.str[start+1 : i]
+	r := quoted{ts: start + 1, te: i, end: i + 1, ok: true}
 	if escaped {
-		s = string(append(p.buf, src[seg:i]...))
+		r.s, r.decoded = string(append(p.buf, src[seg:i]...)), true
 	}
-	p.checkERB(start+1, p.str[start+1:i])
-	return s, i + 1, true
+	p.checkERB(start+1, i)
+	return r
 }
 
 // brokenString handles a quoted string that meets a newline or the end of
@@ -609,7 +640,7 @@ func (p *parser) scanQuoted(key bool) (s string, end int, ok bool) {
 // string is a multi-line string, which NATS accepts but we reject; otherwise
 // the quote was never closed and the string is cut at the end of its line so
 // that the next line parses normally.
-func (p *parser) brokenString(start, nl int, key bool) (string, int, bool) {
+func (p *parser) brokenString(start, nl int, key bool) quoted {
 	src := p.src
 	q := src[start]
 	c := -1
@@ -624,7 +655,7 @@ func (p *parser) brokenString(start, nl int, key bool) (string, int, bool) {
 			p.badString = true
 			// Escapes after the line break are not decoded: the value is
 			// already known to be wrong, and it keeps this path simple.
-			return p.str[start+1 : c], c + 1, true
+			return quoted{ts: start + 1, te: c, end: c + 1, ok: true}
 		}
 	}
 	e := lineEnd(src, start)
@@ -639,7 +670,7 @@ func (p *parser) brokenString(start, nl int, key bool) (string, int, bool) {
 		// inside the string, and the maps still open are the same story.
 		p.eofDone = true
 	}
-	return p.str[start+1 : e], e, false
+	return quoted{ts: start + 1, te: e, end: e}
 }
 
 // closingQuote finds the quote that would close a string still open at from.
@@ -705,62 +736,63 @@ func (p *parser) curlyAt(i int) bool {
 }
 
 func (p *parser) curlyError(i int) {
-	p.errAt(codeCurlyQuote, i, "curly quote "+string(p.str[i:p.runeEnd(i)])+" where a straight quote belongs",
+	p.errAt(codeCurlyQuote, i, "curly quote "+string(p.src[i:p.runeEnd(i)])+" where a straight quote belongs",
 		"use straight quotes (\" or '); curly quotes usually come from pasting out of a word processor or a web page")
 }
 
 // scanCurly reports the curly quote at p.off and reads up to its partner on
-// the same line, so that the text in between does not cause more errors.
-func (p *parser) scanCurly() (string, int) {
+// the same line, so that the text in between does not cause more errors. The
+// text is src[ts:te]; end is just past the closing quote.
+func (p *parser) scanCurly() (ts, te, end int) {
 	start := p.off
 	p.curlyError(start)
 	from := p.runeEnd(start)
 	e := lineEnd(p.src, start)
 	for i := from; i < e; {
 		if p.curlyAt(i) {
-			return p.str[from:i], p.runeEnd(i)
+			return from, i, p.runeEnd(i)
 		}
 		i = p.runeEnd(i)
 	}
-	return p.str[from:e], e
+	return from, e, e
 }
 
-// typeWord gives a bare word its type: boolean, date-time, integer, float,
-// else string (DCONF.md §5.1), with warnings for words a reader, or NATS,
-// would take for another type.
-func (p *parser) typeWord(v *Value, w string) {
-	v.Kind = String
-	v.Str = w
+// typeWord gives the bare word src[start:end] its type: boolean, date-time,
+// integer, float, else string (DCONF.md §5.1), with warnings for words a
+// reader, or NATS, would take for another type. Only the kind is kept: Value
+// reads the number or time again from the word.
+func (p *parser) typeWord(i int32, start, end int) {
+	p.setValue(i, String, Bare, start, end, 0)
+	w := p.src[start:end]
 	switch c := w[0]; {
 	case c == 't' || c == 'T' || c == 'f' || c == 'F':
-		if strings.EqualFold(w, "true") || strings.EqualFold(w, "false") {
-			v.Kind = Bool
-			v.Bool = len(w) == 4
+		if bytes.EqualFold(w, []byte("true")) || bytes.EqualFold(w, []byte("false")) {
+			p.f.at(i).kind = uint8(Bool)
 			return
 		}
 	case c == 'y' || c == 'Y' || c == 'n' || c == 'N' || c == 'o' || c == 'O':
-		if len(w) <= 3 && (strings.EqualFold(w, "yes") || strings.EqualFold(w, "no") ||
-			strings.EqualFold(w, "on") || strings.EqualFold(w, "off")) {
-			p.report(hcl.DiagWarning, codeAmbiguousBool, v.Range, "ambiguous boolean-like word `"+w+"`",
-				"it stays the string \""+w+"\", but other parsers read it as a boolean; quote it, or use true/false")
+		if len(w) <= 3 && (bytes.EqualFold(w, []byte("yes")) || bytes.EqualFold(w, []byte("no")) ||
+			bytes.EqualFold(w, []byte("on")) || bytes.EqualFold(w, []byte("off"))) {
+			p.report(hcl.DiagWarning, codeAmbiguousBool, p.rangeOf(start, end), "ambiguous boolean-like word `"+string(w)+"`",
+				"it stays the string \""+string(w)+"\", but other parsers read it as a boolean; quote it, or use true/false")
 		}
 	case c == '-' || c == '.' || ('0' <= c && c <= '9'):
-		p.typeNumber(v, w)
+		p.typeNumber(i, start, end)
 	}
 }
 
 const dateTimeLayout = "2006-01-02T15:04:05Z"
 
-func (p *parser) typeNumber(v *Value, w string) {
+func (p *parser) typeNumber(i int32, start, end int) {
+	w := p.src[start:end]
 	if isDateLike(w) {
 		if len(w) == len(dateTimeLayout) {
-			if t, err := time.Parse(dateTimeLayout, w); err == nil {
-				v.Kind = DateTime
-				v.Time = t
+			if _, err := time.Parse(dateTimeLayout, string(w)); err == nil {
+				p.f.at(i).kind = uint8(DateTime)
 				return
 			}
 		}
-		p.report(hcl.DiagWarning, codeDateLike, v.Range, "date-like word `"+show(w)+"` is a string",
+		p.report(hcl.DiagWarning, codeDateLike, p.rangeOf(start, end), "date-like word `"+show(string(w))+"` is a string",
 			"only YYYY-MM-DDTHH:MM:SSZ is a date-time; quote the value to make it a string on purpose")
 		return
 	}
@@ -771,15 +803,17 @@ func (p *parser) typeNumber(v *Value, w string) {
 	intPart := leadingDigits(digits)
 	switch {
 	case intPart == len(digits) && intPart > 0:
-		n, err := strconv.ParseInt(w, 10, 64)
-		if err != nil {
-			p.report(hcl.DiagError, codeIntOverflow, v.Range, "integer `"+show(w)+"` out of range",
-				"integers are signed 64-bit, from -9223372036854775808 to 9223372036854775807; quote the value to keep it as a string")
-			v.Invalid = true
-			return
+		// Up to 18 digits always fit in an int64; only longer ones need
+		// the exact check.
+		if intPart > 18 {
+			if _, err := strconv.ParseInt(string(w), 10, 64); err != nil {
+				p.report(hcl.DiagError, codeIntOverflow, p.rangeOf(start, end), "integer `"+show(string(w))+"` out of range",
+					"integers are signed 64-bit, from -9223372036854775808 to 9223372036854775807; quote the value to keep it as a string")
+				p.invalid(i)
+				return
+			}
 		}
-		v.Kind = Int
-		v.Int = n
+		p.f.at(i).kind = uint8(Int)
 	case intPart < len(digits) && digits[intPart] == '.':
 		frac := leadingDigits(digits[intPart+1:])
 		if intPart+1+frac != len(digits) {
@@ -787,21 +821,23 @@ func (p *parser) typeNumber(v *Value, w string) {
 		}
 		if intPart == 0 || frac == 0 {
 			if intPart+frac > 0 {
-				p.report(hcl.DiagWarning, codeAmbiguousNumber, v.Range, "number-like word `"+show(w)+"` is a string",
+				p.report(hcl.DiagWarning, codeAmbiguousNumber, p.rangeOf(start, end), "number-like word `"+show(string(w))+"` is a string",
 					"write a float with digits on both sides of the dot, as in 0.5, or quote the value")
 			}
 			return
 		}
-		f, err := strconv.ParseFloat(w, 64)
-		if err != nil {
-			return
+		// Digits and one dot are a float in range unless there are
+		// hundreds of them.
+		if intPart > 300 {
+			if _, err := strconv.ParseFloat(string(w), 64); err != nil {
+				return
+			}
 		}
-		v.Kind = Float
-		v.Float = f
+		p.f.at(i).kind = uint8(Float)
 	}
 }
 
-func leadingDigits(s string) int {
+func leadingDigits(s []byte) int {
 	i := 0
 	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
 		i++
@@ -810,7 +846,7 @@ func leadingDigits(s string) int {
 }
 
 // isDateLike reports a word that starts like YYYY-MM-DD.
-func isDateLike(w string) bool {
+func isDateLike(w []byte) bool {
 	if len(w) < 10 || w[4] != '-' || w[7] != '-' {
 		return false
 	}
@@ -822,11 +858,12 @@ func isDateLike(w string) bool {
 	return true
 }
 
-func (p *parser) checkERB(off int, s string) {
+// checkERB stops the parse at an ERB tag in src[off:end].
+func (p *parser) checkERB(off, end int) {
 	if !p.erbCheck {
 		return
 	}
-	i := strings.Index(s, "<%")
+	i := bytes.Index(p.src[off:end], []byte("<%"))
 	if i < 0 {
 		return
 	}
@@ -859,7 +896,7 @@ func (p *parser) unexpected(what string) {
 		p.curlyError(p.off)
 		return
 	}
-	ch := p.str[p.off:p.runeEnd(p.off)]
+	ch := string(p.src[p.off:p.runeEnd(p.off)])
 	name := "`" + ch + "`"
 	if ch[0] < ' ' || ch[0] == 0x7f {
 		name = "control character " + runeName(rune(ch[0]))
@@ -942,65 +979,11 @@ func (p *parser) at(off int) string {
 	return "line " + strconv.Itoa(q.Line) + ", column " + strconv.Itoa(q.Column)
 }
 
-func (p *parser) placeholder(off int) *Value {
-	v := p.newValue()
-	v.Kind = String
-	v.Invalid = true
-	q := p.pos(off)
-	v.Range = hcl.Range{Filename: p.filename, Start: q, End: q}
-	return v
-}
-
-func (p *parser) newValue() *Value {
-	if len(p.vals) == 0 {
-		p.vals = make([]Value, slabSize(p.off, len(p.src)))
-	}
-	v := &p.vals[0]
-	p.vals = p.vals[1:]
-	return v
-}
-
-func (p *parser) newEntry() *Entry {
-	if len(p.ents) == 0 {
-		p.ents = make([]Entry, slabSize(p.off, len(p.src)))
-	}
-	e := &p.ents[0]
-	p.ents = p.ents[1:]
-	return e
-}
-
-// slabSize guesses how many nodes the rest of the source needs, so that a
-// small file does not pay for a large slab.
-func slabSize(off, n int) int {
-	s := (n - off) / 16
-	return min(max(s, 4), 512)
-}
-
-func (p *parser) takeEntries(base int) []*Entry {
-	return take(&p.entStack, &p.entPtrs, base, slabSize(p.off, len(p.src))*2)
-}
-
-func (p *parser) takeValues(base int) []*Value {
-	return take(&p.valStack, &p.valPtrs, base, slabSize(p.off, len(p.src))*2)
-}
-
-// take moves the elements of *stack above base into a slice carved from the
-// slab *ptrs (refilled with at least slab elements when short), so that
-// the children of every map and array share a few large allocations.
-func take[T any](stack, ptrs *[]T, base, slab int) []T {
-	n := len(*stack) - base
-	if n == 0 {
-		return nil
-	}
-	if len(*ptrs) < n {
-		*ptrs = make([]T, max(n, slab))
-	}
-	out := (*ptrs)[:n:n]
-	*ptrs = (*ptrs)[n:]
-	copy(out, (*stack)[base:])
-	clear((*stack)[base:])
-	*stack = (*stack)[:base]
-	return out
+// placeholder makes node i an empty, invalid string at off: the value the
+// parser stands in with after an error.
+func (p *parser) placeholder(i int32, off int) {
+	p.setValue(i, String, Bare, off, off, 0)
+	p.invalid(i)
 }
 
 // show makes source text fit a one-line summary: control characters escaped,

@@ -1,0 +1,8 @@
+package migrate
+
+// SetMaxDiffKeys sets maxDiffKeys for a test and returns the restore.
+func SetMaxDiffKeys(n int64) (restore func()) {
+	old := maxDiffKeys
+	maxDiffKeys = n
+	return func() { maxDiffKeys = old }
+}
