@@ -48,7 +48,6 @@ const maxCutoverPasses = 3
 // (reconcile): the pass takes the longer of the two, not their sum.
 func (r *run) cutover(ctx context.Context) (Tally, error) {
 	o, f := r.o, &r.freeze
-	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, 0, r.now())
 	start := time.Now()
 	f.tried = true
 	err := r.retry(ctx, "freeze store2", func() error {
@@ -59,6 +58,8 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 	}
 	f.at = time.Now()
 	logFrozen(o.Log, f.fr.FrozenTable())
+	// Only now: status and wait show the cutover phase as "store2 frozen".
+	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, 0, r.now())
 	for range maxCutoverPasses {
 		passStart := time.Now()
 		res, err := r.catchUpRound(ctx, false) // the verification: never skipped

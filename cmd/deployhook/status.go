@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -134,7 +135,7 @@ func writeStatusTable(w io.Writer, rows []componentState) {
 
 		}
 		if r.Lock.Held && r.Done == nil {
-			detail = lockHolder(r) + "; " + detail
+			detail = strings.TrimSuffix(lockHolder(r)+"; "+detail, "; ")
 		}
 		state := r.State
 		if r.State == "running" && r.Status != nil && r.Status.Phase != "" {

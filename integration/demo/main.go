@@ -1,7 +1,11 @@
 // Command demo walks the operator's runbook against a local PostgreSQL and
 // Consul that it starts on free loopback ports under ./.demo, seeded from
 // fixtures/store2. Every line it prints after a "$ " is a real deployhook
-// invocation, and what follows is that invocation's real output.
+// invocation, and what follows is that invocation's real output. While the
+// deploy migrates, writers on every store2 database stand for the running
+// components; the walk through failures at the end holds transactions and
+// locks on store2 to put a write in flight at the freeze and to kill a
+// migration right after it, and says so.
 //
 // Run it with `make demo`, which builds bin/deployhook and bin/consul first.
 package main
@@ -10,10 +14,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,8 +135,29 @@ func demo() error {
 
 	step("3. Dry run: checks connectivity, permissions, limits and every record; writes nothing.")
 	sh.run("migrate", "-f", confs["central-1"][0], "-dry_run_store_migration")
+	readerConf, err := readOnlyRole(ctx, pg, consul.Addr(), dir)
+	if err != nil {
+		return err
+	}
+	step("The same dry run as a role that may read the table but not create a trigger on it:")
+	sh.run("migrate", "-f", readerConf, "-dry_run_store_migration")
+	step("The deploy refuses it too, before it starts anything:")
+	sh.run("run", "-f", readerConf, "--hostname", "central-1")
 
 	step("4. The deploy: Chef runs `deployhook run` for each component on both central hosts at once.")
+	say("The components keep running on store2 meanwhile: here a writer per database stands for them,")
+	say("an insert, an update or a delete every %v, each committed on its own.", writeEvery)
+	fixtures := map[string][]migrate.Record{}
+	var ws []*writer
+	for _, c := range components {
+		recs, err := loadFixture(filepath.Join("fixtures", "store2", c.name+".jsonl"))
+		if err != nil {
+			return err
+		}
+		fixtures[c.name] = recs
+		ws = append(ws, &writer{db: c.db, table: "store2_records", recs: recs})
+	}
+	stopWriters := startWriters(ctx, pg, ws)
 	var wg sync.WaitGroup
 	outs := make([]bytes.Buffer, len(hosts)*len(components))
 	cmds := make([]string, len(outs))
@@ -157,24 +185,44 @@ func demo() error {
 	for _, c := range confs["central-1"] {
 		waitArgs = append(waitArgs, "-f", c)
 	}
-	if code := sh.run(append(waitArgs, "--timeout", "2m")...); code != 0 {
+	code := sh.run(append(waitArgs, "--timeout", "2m")...)
+	summaries := stopWriters()
+	if code != 0 {
 		return fmt.Errorf("wait exited %d", code)
 	}
+	say("What the components wrote to store2 during the migration:")
+	for _, s := range summaries {
+		say("  %s", s)
+	}
 
-	step("6. Who migrated what, and when:")
+	step("6. A component still on store2 after the cutover: its writes are refused, its reads work.")
+	jm := fixtures["job_manager"][0]
+	stmt, wrote, read, err := strayWrite(ctx, pg, "jmdb", "store2_records", jm)
+	if err != nil {
+		return err
+	}
+	say("A Job Manager still on kind = store2 writes: %s", stmt)
+	say("  %s", wrote)
+	say("and reads: %s", read)
+
+	step("7. Who migrated what, when, and how long store2 was frozen:")
 	sh.run(append([]string{"status"}, fArgs(confs["central-1"])...)...)
+	step("The same for the Job Manager as JSON, with its .status and .done documents:")
+	if err := showDone(sh, confs["central-1"][0]); err != nil {
+		return err
+	}
 
-	step("7. Compare store2 and store3 record by record:")
+	step("8. Compare store2 and store3 record by record (every write store2 accepted is in store3):")
 	if code := sh.run(append([]string{"verify"}, fArgs(confs["central-1"])...)...); code != 0 {
 		return fmt.Errorf("verify exited %d", code)
 	}
 
-	step("8. The lines operators grep for, in the runit log directories of both hosts:")
+	step("9. The lines operators grep for, in the runit log directories of both hosts:")
 	if err := grepLogs(filepath.Join(dir, "log")); err != nil {
 		return err
 	}
 
-	step("9. The next deploy finds the done markers and starts nothing:")
+	step("10. The next deploy finds the done markers and starts nothing:")
 	sh.run("run", "-f", confs["central-2"][0], "--hostname", "central-2")
 
 	if err := recovery(ctx, sh, pg, consul.Addr(), dir); err != nil {
@@ -210,11 +258,21 @@ func (s *shell) run(args ...string) int {
 }
 
 func (s *shell) capture(w io.Writer, args ...string) int {
+	cmd := s.command(w, args...)
+	return exitCode(w, cmd.Run())
+}
+
+func (s *shell) command(w io.Writer, args ...string) *exec.Cmd {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = s.env
 	cmd.Stdout = w
 	cmd.Stderr = w
-	err := cmd.Run()
+	return cmd
+}
+
+// exitCode is the exit code of a finished command: -1, said on w, when it
+// did not run.
+func exitCode(w io.Writer, err error) int {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode()
@@ -272,9 +330,12 @@ func loadFixture(path string) ([]migrate.Record, error) {
 	return recs, sc.Err()
 }
 
+// grepFor are the log lines of the runbook's step 9.
+var grepFor = []string{"store2 -> store3", "already been performed", "Catch-up round", "store2 frozen", "store2 was frozen", "store2 unfrozen"}
+
 // grepLogs prints, like `grep -H`, the migration lines of every log file.
 func grepLogs(dir string) error {
-	fmt.Printf("$ grep -rH 'store2 -> store3\\|already been performed' %s\n", dir)
+	fmt.Printf("$ grep -rH '%s' %s\n", strings.Join(grepFor, `\|`), dir)
 	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(path, ".pid") || filepath.Base(path) == "lock" {
 			return err
@@ -284,8 +345,11 @@ func grepLogs(dir string) error {
 			return err
 		}
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "store2 -> store3") || strings.Contains(l, "already been performed") {
-				fmt.Printf("%s:%s\n", path, l)
+			for _, p := range grepFor {
+				if strings.Contains(l, p) {
+					fmt.Printf("%s:%s\n", path, l)
+					break
+				}
 			}
 		}
 		return nil
@@ -299,7 +363,7 @@ func step(title string) { fmt.Printf("\n==> %s\n", title) }
 // recovery shows a migration that cannot complete and how an operator gets
 // out of it, on a copy of the Job Manager's data under a prefix of its own.
 func recovery(ctx context.Context, sh *shell, pg *harness.Postgres, consulAddr, dir string) error {
-	step("10. When a migration cannot complete: a copy of jmdb with two records store3 cannot hold.")
+	step("11. When a migration cannot complete: a copy of jmdb with two records store3 cannot hold.")
 	recs, err := loadFixture(filepath.Join("fixtures", "store2", "job_manager.jsonl"))
 	if err != nil {
 		return err
@@ -342,9 +406,166 @@ log_dir: %q
 	if err := pg.Exec(ctx, db, "DELETE FROM store2_records WHERE bucket = 'migration' OR key = 'job::/prod/big::core-dump'"); err != nil {
 		return err
 	}
-	if code := sh.run("migrate", "-f", conf, "--hostname", "central-1"); code != 0 {
-		return fmt.Errorf("migrate after the fix exited %d", code)
+	big := recs[len(recs)-2]
+	step("12. A write in flight at the cutover. A Job Manager begins a transaction that writes that record again:")
+	say("BEGIN; INSERT INTO store2_records (bucket, key, version, data) VALUES ('%s', '%s', %d, <%d KiB>);", big.Bucket, big.Key, big.Version, len(big.Data)>>10)
+	say("and commits it only once the migration's freeze waits for it (the demo watches pg_locks):")
+	tx, err := beginInFlight(ctx, pg, db, "store2_records", big)
+	if err != nil {
+		return err
+	}
+	args := []string{"migrate", "-f", conf, "--hostname", "central-1"}
+	var out bytes.Buffer
+	exited := make(chan struct{})
+	var code int
+	go func() {
+		defer close(exited)
+		code = sh.capture(&out, args...)
+	}()
+	waited, err := tx.commitWhenFreezeWaits(ctx, pg, db, "store2_records", exited)
+	<-exited
+	if err != nil {
+		return err
+	}
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if code != 0 {
+		fmt.Printf("(exit code %d)\n", code)
+	}
+	if !waited {
+		return fmt.Errorf("the migration ended (exit code %d) before its freeze waited for the write in flight", code)
+	}
+	say("(the demo committed its insert while the freeze waited for it)")
+	step("The migration failed after its freeze, and unfroze store2 itself:")
+	sh.run("unfreeze", "-f", conf)
+	step("Fixed in store2 again:")
+	q := fmt.Sprintf("DELETE FROM store2_records WHERE key = '%s'", big.Key)
+	fmt.Printf("$ psql %s -c \"%s\"\n", db, q)
+	if err := pg.Exec(ctx, db, q); err != nil {
+		return err
+	}
+
+	step("13. A migration killed during its cutover (kill -9, a host rebooted) leaves store2 frozen without .done.")
+	say("The demo stops the next migration right after its freeze, and kills it there: it holds a write in flight")
+	say("until the freeze waits for it, queues an ACCESS EXCLUSIVE lock on the table behind the freeze, and commits")
+	say("the write; the freeze commits, and the migration's next read of store2 waits for the demo's lock.")
+	late := migrate.Record{Bucket: "jobs", Key: "job::/prod/web::late-write", Version: 1, Data: []byte(`{"state":"started"}`)}
+	out.Reset()
+	cmd := sh.command(&out, args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited = make(chan struct{})
+	var waitErr error
+	go func() {
+		defer close(exited)
+		waitErr = cmd.Wait()
+	}()
+	held, release, err := holdAfterFreeze(ctx, pg, db, "store2_records", late, exited)
+	if err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return err
+	}
+	if held {
+		cmd.Process.Kill()
+		<-exited
+		release()
+	} else {
+		<-exited
+	}
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if !held {
+		code := exitCode(os.Stdout, waitErr)
+		say("(exit code %d: the demo did not catch this migration between its freeze and its next read, so it was", code)
+		say("not killed, and the output above is all it did; on a busy machine the freeze's attempt can time out first)")
+	} else {
+		say("(killed with SIGKILL by the demo, after its freeze)")
+		sh.run("status", "-f", conf)
+		stmt, wrote, _, err := strayWrite(ctx, pg, db, "store2_records", recs[0])
+		if err != nil {
+			return err
+		}
+		say("A Job Manager on %s writes: %s", db, stmt)
+		say("  %s", wrote)
+		step("The next attempt on that host (a deploy, or `deployhook migrate`) drops the freeze left without .done, and completes:")
+		if code := sh.run(args...); code != 0 {
+			return fmt.Errorf("migrate after the kill exited %d", code)
+		}
 	}
 	sh.run("status", "-f", conf)
+
+	step("After .done, store2 stays frozen: `deployhook unfreeze` refuses to thaw a retired store2.")
+	sh.run("unfreeze", "-f", conf)
+	step("Abandoning the migration (this copy's Job Manager stays on store2) takes the flag named for the risk:")
+	sh.run("unfreeze", "-f", conf, "--accept-store2-revert")
+	stmt, wrote, _, err := strayWrite(ctx, pg, db, "store2_records", recs[0])
+	if err != nil {
+		return err
+	}
+	say("A Job Manager on %s writes: %s", db, stmt)
+	say("  %s", wrote)
+	return nil
+}
+
+// readOnlyRole creates a PostgreSQL role that may read jmdb's store2 table
+// and nothing more, gives its password to the demo's .pgpass, and writes a
+// Job Manager conf that logs in as it.
+func readOnlyRole(ctx context.Context, pg *harness.Postgres, consulAddr, dir string) (string, error) {
+	const role = "jm_reader"
+	secret := make([]byte, 16)
+	if _, err := rand.Read(secret); err != nil {
+		return "", err
+	}
+	password := hex.EncodeToString(secret)
+	for _, q := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD '" + password + "'",
+		"GRANT SELECT ON store2_records TO " + role,
+	} {
+		if err := pg.Exec(ctx, "jmdb", q); err != nil {
+			return "", fmt.Errorf("create role %s: %w", role, err)
+		}
+	}
+	f, err := os.OpenFile(pg.PassFile(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	_, err = fmt.Fprintf(f, "127.0.0.1:%d:*:%s:%s\n", pg.Port, role, password)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(pg.URLWithoutPassword("jmdb"))
+	if err != nil {
+		return "", err
+	}
+	u.User = url.User(role)
+	path := filepath.Join(dir, "etc", "central-1", "job_manager-reader.conf")
+	logDir := filepath.Join(dir, "log", "central-1", "reader")
+	return path, writeConf(path, "job_manager", u.String(), consulAddr, logDir)
+}
+
+// showDone runs `status --format json` for one component, prints its real
+// output, then the .done document in it, indented, for the reader.
+func showDone(sh *shell, conf string) error {
+	args := []string{"status", "--format", "json", "-f", conf}
+	var out bytes.Buffer
+	code := sh.capture(&out, args...)
+	fmt.Printf("$ deployhook %s\n%s", strings.Join(args, " "), out.String())
+	if code != 0 {
+		return fmt.Errorf("status --format json exited %d", code)
+	}
+	var row struct {
+		Done json.RawMessage `json:"done"`
+	}
+	if err := json.NewDecoder(&out).Decode(&row); err != nil {
+		return fmt.Errorf("read the output of status --format json: %w", err)
+	}
+	var done bytes.Buffer
+	if err := json.Indent(&done, row.Done, "", "  "); err != nil {
+		return fmt.Errorf("indent .done: %w", err)
+	}
+	say("Its .done document, indented by the demo:\n%s", done.String())
 	return nil
 }

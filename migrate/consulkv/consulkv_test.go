@@ -586,3 +586,45 @@ func TestScanHTTPSWithAuth(t *testing.T) {
 			h.Get("X-Consul-Token"), h.Get("Authorization"), h.Get("Accept-Encoding"), wantAuth)
 	}
 }
+
+// ProbeSession asks Consul, through consul/api like every request, whether
+// the token may create the lock's session.
+func TestProbeSession(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	c := harness.StartConsul(t, harness.WithACL(), harness.WithUnixSocket())
+	may, err := c.CreateToken(`agent_prefix "" { policy = "read" }
+session_prefix "" { policy = "write" }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mayNot, err := c.CreateToken(`agent_prefix "" { policy = "read" }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, addr, token string
+		ok                bool
+	}{
+		{"allowed", c.Addr(), may, true},
+		{"allowed over unix", c.UnixAddr(), may, true},
+		{"denied", c.Addr(), mayNot, false},
+		{"denied over unix", c.UnixAddr(), mayNot, false},
+		{"ACLs disabled", shared.Addr(), "", true},
+	} {
+		ok, reason, err := newStoreAt(t, tt.addr, tt.token).ProbeSession(ctx)
+		if err != nil || ok != tt.ok {
+			t.Errorf("%s: ProbeSession = %t, %q, %v; want %t", tt.name, ok, reason, err, tt.ok)
+		}
+	}
+}
+
+// newStoreAt is a Store on addr with token.
+func newStoreAt(t *testing.T, addr, token string) *consulkv.Store {
+	t.Helper()
+	s, err := consulkv.New(consulkv.Config{Address: addr, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

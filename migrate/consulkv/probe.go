@@ -1,14 +1,10 @@
 package consulkv
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/hashicorp/consul/api"
 
@@ -55,36 +51,13 @@ type authzCheck struct {
 	Allow                     bool `json:",omitempty"`
 }
 
-// authorize POSTs to /v1/internal/acl/authorize (POST only, which
-// consul/api's Raw cannot send), with the client's token and transport.
+// authorize asks /v1/internal/acl/authorize, through consul/api like every
+// request (every address form, TLS, token, CONSUL_HTTP_AUTH): Raw().Write
+// sends PUT, and the endpoint takes POST only, so the transport swaps the
+// method.
 func (s *Store) authorize(ctx context.Context, checks []authzCheck) ([]authzCheck, error) {
-	body, err := json.Marshal(checks)
-	if err != nil {
-		return nil, err
-	}
-	u := url.URL{Scheme: s.cfg.Scheme, Host: s.cfg.Address, Path: "/v1/internal/acl/authorize"}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	if s.token != "" {
-		req.Header.Set("X-Consul-Token", s.token)
-	}
-	resp, err := s.cfg.HttpClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, api.StatusError{Code: resp.StatusCode, Body: string(b)}
-	}
 	var out []authzCheck
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("decode answer: %w", err)
-	}
-	return out, nil
+	w := (&api.WriteOptions{}).WithContext(context.WithValue(ctx, callKey{}, &call{method: http.MethodPost}))
+	_, err := s.c.Raw().Write("/v1/internal/acl/authorize", checks, &out, w)
+	return out, err
 }

@@ -24,53 +24,65 @@ func (s *Store) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	call := &scanCall{fn: fn}
-	q := (&api.QueryOptions{}).WithContext(context.WithValue(ctx, scanKey{}, call))
+	c := &call{fn: fn}
+	q := (&api.QueryOptions{}).WithContext(context.WithValue(ctx, callKey{}, c))
 	_, _, err := s.c.KV().List(prefix, q)
 	switch {
-	case call.fnErr != nil:
-		return call.fnErr
-	case call.err != nil:
-		err = fmt.Errorf("read the listing: %w", call.err)
+	case c.fnErr != nil:
+		return c.fnErr
+	case c.err != nil:
+		err = fmt.Errorf("read the listing: %w", c.err)
 	}
 	return s.classify(ctx, fmt.Sprintf("list %q", prefix), err)
 }
 
-// scanKey is the context key of a Scan's request.
-type scanKey struct{}
+// callKey is the context key of a request that needs more of the
+// transport than consul/api asks.
+type callKey struct{}
 
-// scanCall is one Scan: its callback, and what decoding the body came to.
-type scanCall struct {
-	fn    func(*migrate.Pair) error
-	fnErr error // fn's
-	err   error // the body's
+// call is what one request needs of scanTransport: a method consul/api
+// cannot send, or a listing decoded as it streams in.
+type call struct {
+	method string                    // replaces consul/api's, when set
+	fn     func(*migrate.Pair) error // Scan's callback
+	fnErr  error                     // fn's
+	err    error                     // the body's
 }
 
-// scanTransport wraps the transport consul/api built (for unix:// too).
-// A request whose context carries a *scanCall gets its 200 body decoded
-// into the callback as it streams in; consul/api gets an empty list in its
-// place, and handles every other answer (404, 403, 5xx) as for any request.
+// scanTransport wraps the transport consul/api built (for unix:// too), so
+// that every request goes through consul/api's own machinery: address,
+// TLS, token, CONSUL_HTTP_AUTH, headers. A request whose context carries a
+// *call gets its method replaced when the call says so; with a callback,
+// its 200 body is decoded into the callback as it streams in and
+// consul/api gets an empty list in its place, and handles every other
+// answer (404, 403, 5xx) as for any request.
 type scanTransport struct{ base http.RoundTripper }
 
 func (t scanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	call, _ := req.Context().Value(scanKey{}).(*scanCall)
-	if call == nil {
+	c, _ := req.Context().Value(callKey{}).(*call)
+	if c == nil {
+		return t.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	if c.method != "" {
+		req.Method = c.method
+	}
+	if c.fn == nil {
 		return t.base.RoundTrip(req)
 	}
 	// The agent is local and the servers are busy during a migration:
 	// compressing a listing costs them more than it saves.
-	req = req.Clone(req.Context())
 	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := t.base.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return resp, err
 	}
 	err = decodeKVList(resp.Body, func(p *migrate.Pair) error {
-		call.fnErr = call.fn(p)
-		return call.fnErr
+		c.fnErr = c.fn(p)
+		return c.fnErr
 	})
-	if call.fnErr == nil {
-		call.err = err
+	if c.fnErr == nil {
+		c.err = err
 	}
 	resp.Body.Close()
 	resp.Body = io.NopCloser(strings.NewReader("[]"))
