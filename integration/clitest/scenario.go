@@ -1,0 +1,31 @@
+package clitest
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Scenario registers the RELIABILITY line of a scenario test, built when
+// the test ends, with its result (pass, fail or skip) and *runs, the
+// number of runs that actually ran; ci and long are the runs of CI and of
+// SOAK=1, soak whether this is a soak run. The line goes to the test's log
+// and, when record is not nil, to record. Its format is what
+// integration/reliability/cmd/report parses:
+//
+//	RELIABILITY scenario="crash-kill9" runs=5 ci_runs=5 soak_runs=20 soak=false result=pass
+func Scenario(t *testing.T, name string, ci, long int, soak bool, runs *int, record func(line string)) {
+	t.Cleanup(func() {
+		result := "pass"
+		switch {
+		case t.Failed():
+			result = "fail"
+		case t.Skipped():
+			result = "skip"
+		}
+		line := fmt.Sprintf("RELIABILITY scenario=%q runs=%d ci_runs=%d soak_runs=%d soak=%t result=%s", name, *runs, ci, long, soak, result)
+		t.Log(line)
+		if record != nil {
+			record(line)
+		}
+	})
+}
