@@ -85,29 +85,7 @@ func seed(t testing.TB, env *clitest.Env, db string, n int) []migrate.Record {
 // readStore2 reads every record of db through SQL, in byte order.
 func readStore2(t testing.TB, pg *harness.Postgres, db string) []migrate.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := pg.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, `SELECT bucket, key, version, data FROM `+table+` ORDER BY bucket COLLATE "C", key COLLATE "C"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []migrate.Record
-	for rows.Next() {
-		var r migrate.Record
-		if err := rows.Scan(&r.Bucket, &r.Key, &r.Version, &r.Data); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return clitest.ReadStore2(t, pg, db, table)
 }
 
 // triggers returns the names of the freeze triggers on db's table (the
