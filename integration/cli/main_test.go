@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,15 +27,9 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	shared, err := clitest.StartShared("cli", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sharedPG, sharedConsul = shared.PG, shared.Consul
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+	return clitest.RunShared(m, "cli", func(s *clitest.Shared) {
+		sharedPG, sharedConsul = s.PG, s.Consul
+	}, harness.WithLogLevel("warn"))
 }
 
 // env is a test's view of the servers, with a name that keeps its databases
@@ -51,8 +44,7 @@ func newEnv(t *testing.T, consul *harness.Consul) *env {
 	if consul == nil {
 		consul = sharedConsul
 	}
-	name := regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(t.Name()), "_")
-	return &env{Env: clitest.New(t, sharedPG, consul), name: name}
+	return &env{Env: clitest.New(t, sharedPG, consul), name: clitest.SafeName(t.Name())}
 }
 
 // conf seeds n records into the test's own database and writes a job

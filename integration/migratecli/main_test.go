@@ -41,15 +41,9 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	shared, err := clitest.StartShared("migratecli", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sharedPG, sharedConsul = shared.PG, shared.Consul
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+	return clitest.RunShared(m, "migratecli", func(s *clitest.Shared) {
+		sharedPG, sharedConsul = s.PG, s.Consul
+	}, harness.WithLogLevel("warn"))
 }
 
 // env is a test's view of the shared servers, with a name that keeps its
@@ -61,18 +55,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return &env{Env: clitest.New(t, sharedPG, sharedConsul), name: sanitize(t.Name())}
+	return &env{Env: clitest.New(t, sharedPG, sharedConsul), name: clitest.SafeName(t.Name())}
 }
 
 // ownEnv is an env on servers of the test's own.
 func ownEnv(t *testing.T, pg *harness.Postgres, c *harness.Consul) *env {
 	t.Helper()
-	return &env{Env: clitest.New(t, pg, c), name: sanitize(t.Name())}
-}
-
-func sanitize(s string) string {
-	s = strings.ToLower(s)
-	return regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(s, "_")
+	return &env{Env: clitest.New(t, pg, c), name: clitest.SafeName(t.Name())}
 }
 
 // db is the test's store2 database for a component ("jm", "pm", "as").

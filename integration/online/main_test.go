@@ -56,15 +56,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
 		return 1
 	}
-	var err error
-	shared, err = clitest.StartShared("online", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+	return clitest.RunShared(m, "online", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn"))
 }
 
 // scenario logs the RELIABILITY line of a test when it ends (the format
