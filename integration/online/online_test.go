@@ -100,19 +100,7 @@ func TestOnlineConsulFailover(t *testing.T) {
 	cl := harness.StartConsulCluster(t, 3, harness.WithLogLevel("warn"))
 	env := clitest.New(t, shared.PG, nil)
 	for i := range count(ci, long) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		leader, err := cl.WaitLeader(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var follower *harness.Consul
-		for _, s := range cl.Servers {
-			if s != leader {
-				follower = s
-				break
-			}
-		}
+		leader, follower := clitest.LeaderAndFollower(t, cl)
 		db, prefix := names(fmt.Sprintf("failover%02d", i))
 		seed(t, env, db, 10000)
 		conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Address: follower.Addr(), Name: db + ".conf"})

@@ -3,7 +3,6 @@
 package reliability
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -29,19 +28,7 @@ func TestConsulFailover(t *testing.T) {
 	records := seedJobs(t, env)
 
 	for i := range count(ci, long) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		leader, err := cl.WaitLeader(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var follower *harness.Consul
-		for _, s := range cl.Servers {
-			if s != leader {
-				follower = s
-				break
-			}
-		}
+		leader, follower := clitest.LeaderAndFollower(t, cl)
 		frac := 0.2 + 0.6*float64(i)/float64(max(1, count(ci, long)-1))
 		name := fmt.Sprintf("run %d (leader %s killed at %.2f, conf -> %s)", i, leader.Name, frac, follower.Name)
 		prefix := fmt.Sprintf("apcera/store3/failover%02d/", i)
