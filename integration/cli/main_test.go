@@ -19,17 +19,11 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-var (
-	sharedPG     *harness.Postgres
-	sharedConsul *harness.Consul
-)
+// shared is the PostgreSQL and the Consul every test of the package shares.
+var shared *clitest.Shared
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	return clitest.RunShared(m, "cli", func(s *clitest.Shared) {
-		sharedPG, sharedConsul = s.PG, s.Consul
-	}, harness.WithLogLevel("warn"))
+func TestMain(m *testing.M) {
+	os.Exit(clitest.RunShared(m, "cli", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn")))
 }
 
 // env is a test's view of the servers, with a name that keeps its databases
@@ -42,9 +36,9 @@ type env struct {
 func newEnv(t *testing.T, consul *harness.Consul) *env {
 	t.Helper()
 	if consul == nil {
-		consul = sharedConsul
+		consul = shared.Consul
 	}
-	return &env{Env: clitest.New(t, sharedPG, consul), name: clitest.SafeName(t.Name())}
+	return &env{Env: clitest.New(t, shared.PG, consul), name: clitest.SafeName(t.Name())}
 }
 
 // conf seeds n records into the test's own database and writes a job

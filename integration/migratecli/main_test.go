@@ -33,17 +33,11 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-var (
-	sharedPG     *harness.Postgres
-	sharedConsul *harness.Consul
-)
+// shared is the PostgreSQL and the Consul every test of the package shares.
+var shared *clitest.Shared
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	return clitest.RunShared(m, "migratecli", func(s *clitest.Shared) {
-		sharedPG, sharedConsul = s.PG, s.Consul
-	}, harness.WithLogLevel("warn"))
+func TestMain(m *testing.M) {
+	os.Exit(clitest.RunShared(m, "migratecli", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn")))
 }
 
 // env is a test's view of the shared servers, with a name that keeps its
@@ -55,7 +49,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return &env{Env: clitest.New(t, sharedPG, sharedConsul), name: clitest.SafeName(t.Name())}
+	return &env{Env: clitest.New(t, shared.PG, shared.Consul), name: clitest.SafeName(t.Name())}
 }
 
 // ownEnv is an env on servers of the test's own.
