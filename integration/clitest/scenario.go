@@ -13,8 +13,13 @@ import (
 // integration/reliability/cmd/report parses:
 //
 //	RELIABILITY scenario="crash-kill9" runs=5 ci_runs=5 soak_runs=20 soak=false result=pass
+//
+// Scenario and its cleanup are test helpers, so that the line is logged
+// at the caller's place in its _test.go file, as before it moved here.
 func Scenario(t *testing.T, name string, ci, long int, soak bool, runs *int, record func(line string)) {
+	t.Helper()
 	t.Cleanup(func() {
+		t.Helper()
 		result := "pass"
 		switch {
 		case t.Failed():
