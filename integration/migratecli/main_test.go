@@ -14,12 +14,9 @@ package migratecli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"regexp"
@@ -198,24 +195,6 @@ func getJSON(t *testing.T, kv map[string]clitest.RawPair, key string, v any) boo
 		t.Fatalf("%s: %v: %q", key, err, p.Value)
 	}
 	return true
-}
-
-// digest is DESIGN.md's digest, written again here: the sum modulo 2^256 of
-// SHA-256(escaped key without the prefix, NUL, version, NUL, data).
-func digest(recs []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range recs {
-		h := sha256.New()
-		io.WriteString(h, clitest.ExpectedKey("", r.Bucket, r.Key))
-		h.Write([]byte{0})
-		io.WriteString(h, strconv.FormatInt(r.Version, 10))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
 }
 
 // doneJSON is .done as DESIGN.md defines it, decoded with our own struct.

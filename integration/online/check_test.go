@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"regexp"
 	"strconv"
 	"strings"
@@ -165,24 +164,6 @@ func readDone(t testing.TB, addr, prefix string) (*doneDoc, bool) {
 	return &d, true
 }
 
-// digest is DESIGN.md's digest written again: the sum modulo 2^256 of
-// SHA-256(escaped key relative to the prefix, NUL, version, NUL, data).
-func digest(prefix string, records []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range records {
-		h := sha256.New()
-		h.Write([]byte(strings.TrimPrefix(clitest.ExpectedKey(prefix, r.Bucket, r.Key), prefix)))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.FormatInt(r.Version, 10)))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
-}
-
 // errorf reports at most 20 problems of one kind, then a count.
 type errorf struct {
 	t    testing.TB
@@ -280,7 +261,7 @@ func checkMigrated(t *testing.T, m migrated) stats {
 	if done.RecordsMigrated != int64(len(store2)) || done.RecordsFailed != 0 {
 		t.Errorf(".done says %d migrated, %d failed; the frozen store2 has %d", done.RecordsMigrated, done.RecordsFailed, len(store2))
 	}
-	if d := digest(m.prefix, store2); done.Digest != d {
+	if d := clitest.Digest(store2); done.Digest != d {
 		t.Errorf(".done digest %s, the frozen store2's is %s", done.Digest, d)
 	}
 	st.frozenFor = done.FrozenFor

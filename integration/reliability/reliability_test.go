@@ -18,10 +18,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -208,31 +206,13 @@ func checkInvariantAt(t testing.TB, addr, token, prefix string, records []migrat
 	if doc.RecordsMigrated != int64(len(records)) || doc.RecordsFailed != 0 {
 		fail(".done says %d migrated, %d failed; store2 has %d", doc.RecordsMigrated, doc.RecordsFailed, len(records))
 	}
-	if d := digest(prefix, records); doc.Digest != d {
+	if d := clitest.Digest(records); doc.Digest != d {
 		fail(".done digest %s, want %s", doc.Digest, d)
 	}
 	if bad > 20 {
 		t.Errorf("INVARIANT: %s: %d problems in all", prefix, bad)
 	}
 	return true
-}
-
-// digest is DESIGN.md's digest written again: the sum modulo 2^256 of
-// SHA-256(escaped key relative to the prefix, NUL, version, NUL, data).
-func digest(prefix string, records []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range records {
-		h := sha256.New()
-		h.Write([]byte(strings.TrimPrefix(clitest.ExpectedKey(prefix, r.Bucket, r.Key), prefix)))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.FormatInt(r.Version, 10)))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
 }
 
 // mustDone is checkInvariant plus: .done must be there.
