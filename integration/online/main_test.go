@@ -35,15 +35,8 @@ import (
 	"github.com/apcera/deployhook/integration/harness"
 )
 
-// soak is true under SOAK=1 (make soak): more runs of each scenario.
-var soak = os.Getenv("SOAK") == "1"
-
-func count(ci, long int) int {
-	if soak {
-		return long
-	}
-	return ci
-}
+// count picks the CI or the SOAK=1 number of runs (clitest.Count).
+var count = clitest.Count
 
 var shared *clitest.Shared
 
@@ -62,7 +55,7 @@ func run(m *testing.M) int {
 // scenario logs the RELIABILITY line of a test when it ends (the format
 // integration/reliability/cmd/report parses).
 func scenario(t *testing.T, name string, ci, long int, runs *int) {
-	clitest.Scenario(t, name, ci, long, soak, runs, nil)
+	clitest.Scenario(t, name, ci, long, runs, nil)
 }
 
 // ---- the writer process ----

@@ -38,16 +38,8 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-// soak is true under SOAK=1: the long variants.
-var soak = os.Getenv("SOAK") == "1"
-
-// count picks the CI or the soak number of runs.
-func count(ci, long int) int {
-	if soak {
-		return long
-	}
-	return ci
-}
+// count picks the CI or the SOAK=1 number of runs (clitest.Count).
+var count = clitest.Count
 
 var (
 	summaryMu sync.Mutex
@@ -77,7 +69,7 @@ func TestMain(m *testing.M) {
 // scenario registers the RELIABILITY line of a test, logged when it ends
 // with its result and kept for the SUMMARY lines. *runs is what actually ran.
 func scenario(t *testing.T, name string, ci, long int, runs *int) {
-	clitest.Scenario(t, name, ci, long, soak, runs, func(line string) {
+	clitest.Scenario(t, name, ci, long, runs, func(line string) {
 		summaryMu.Lock()
 		summary = append(summary, fmt.Sprintf("%s %s", t.Name(), line))
 		summaryMu.Unlock()
