@@ -104,7 +104,10 @@ module DeployhookCookbook
     flags << '--offline' if p[:online] == false
     migrating = migrates?(kind, migrate)
     run = shell([p[:binary], 'run', '-f', conf] + flags)
-    wait = p[:wait] && migrating ? shell([p[:binary], 'wait', '-f', conf, '--timeout', p[:timeout]]) : nil
+    # wait names the same host as run, so that it recognises this host's own
+    # dead worker at once instead of after the lock's session TTL.
+    wait_flags = p[:hostname] ? ['--hostname', p[:hostname]] : []
+    wait = p[:wait] && migrating ? shell([p[:binary], 'wait', '-f', conf, '--timeout', p[:timeout]] + wait_flags) : nil
     stamp_path = File.join(p[:state_dir], "#{name}.stamp")
     # A migration started without wait may still fail in the background:
     # no stamp then, so the next converge calls run again.

@@ -416,6 +416,8 @@ CONF
                    "node['deployhook']['online'] is \"no\": set it to true or false")
     run = migration("kind 'store3'\n  migrate true\n  online false\n  hostname 'central-2'")
     assert_equal "#{BIN} run -f /etc/deployhook/job_manager.conf --hostname central-2 --offline", run.commands[0]
+    # wait names the same host, to recognise this host's dead worker at once
+    assert_equal "#{BIN} wait -f /etc/deployhook/job_manager.conf --timeout 10m --hostname central-2", run.commands[1]
   end
 
   # The resource on its own, as a wrapper cookbook would declare it.
