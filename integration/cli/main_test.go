@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,23 +19,11 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-var (
-	sharedPG     *harness.Postgres
-	sharedConsul *harness.Consul
-)
+// shared is the PostgreSQL and the Consul every test of the package shares.
+var shared *clitest.Shared
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	shared, err := clitest.StartShared("cli", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sharedPG, sharedConsul = shared.PG, shared.Consul
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+func TestMain(m *testing.M) {
+	os.Exit(clitest.RunShared(m, "cli", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn")))
 }
 
 // env is a test's view of the servers, with a name that keeps its databases
@@ -49,10 +36,9 @@ type env struct {
 func newEnv(t *testing.T, consul *harness.Consul) *env {
 	t.Helper()
 	if consul == nil {
-		consul = sharedConsul
+		consul = shared.Consul
 	}
-	name := regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(t.Name()), "_")
-	return &env{Env: clitest.New(t, sharedPG, consul), name: name}
+	return &env{Env: clitest.New(t, shared.PG, consul), name: clitest.SafeName(t.Name())}
 }
 
 // conf seeds n records into the test's own database and writes a job

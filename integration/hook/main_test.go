@@ -34,14 +34,7 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	shared, err := clitest.StartShared("hook")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	pg, consul = shared.PG, shared.Consul
-	code := m.Run()
-	shared.Stop(code != 0)
+	code := clitest.RunShared(m, "hook", func(s *clitest.Shared) { pg, consul = s.PG, s.Consul })
 	if d, n := runLatency(); n > 0 {
 		fmt.Printf("deployhook run latency: median %v over %d invocations\n", d, n)
 	}

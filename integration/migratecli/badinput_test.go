@@ -190,7 +190,7 @@ func TestValueOverLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 64 << 10
 	c := harness.StartConsul(t, harness.WithLimits(limit, limit), harness.WithLogLevel("warn"))
-	e := ownEnv(t, sharedPG, c)
+	e := ownEnv(t, shared.PG, c)
 	good := recordsFor("jm", 100)
 	big := migrate.Record{Bucket: "packages", Key: "pkg::/big one", Version: 4, Data: make([]byte, 100<<10)}
 	fits := migrate.Record{Bucket: "packages", Key: "pkg::/fits", Version: 5, Data: make([]byte, 30<<10)}
@@ -225,7 +225,7 @@ func TestValueOverLimit(t *testing.T) {
 func TestACLReadOnly(t *testing.T) {
 	t.Parallel()
 	c := harness.StartConsul(t, harness.WithACL(), harness.WithLogLevel("warn"))
-	e := ownEnv(t, sharedPG, c)
+	e := ownEnv(t, shared.PG, c)
 	p := e.prefix("jm")
 	tok, err := c.CreateToken(fmt.Sprintf(`key_prefix %q { policy = "read" }
 session_prefix "" { policy = "write" }`, p))
@@ -271,7 +271,7 @@ session_prefix "" { policy = "write" }`, p))
 func TestDangerousPrefixes(t *testing.T) {
 	t.Parallel()
 	c := harness.StartConsul(t, harness.WithLogLevel("warn"))
-	e := ownEnv(t, sharedPG, c)
+	e := ownEnv(t, shared.PG, c)
 	foreign := map[string]string{
 		"toplevel":                      "a",
 		"apcera/store3/jmdb/jobs/web":   "b",

@@ -59,7 +59,7 @@ func TestLockHeldThenDone(t *testing.T) {
 	t.Parallel()
 	// A Consul of its own: the only sessions on it are the holder's and
 	// those of the migrate under test.
-	e := ownEnv(t, sharedPG, harness.StartConsul(t, harness.WithLogLevel("warn")))
+	e := ownEnv(t, shared.PG, harness.StartConsul(t, harness.WithLogLevel("warn")))
 	conf := e.conf("job_manager", "jm", recordsFor("jm", 50), clitest.Conf{Name: "wait.conf"})
 	p := e.prefix("jm")
 	lk := holdLock(t, e, p)

@@ -14,12 +14,9 @@ package migratecli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"regexp"
@@ -33,23 +30,11 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-var (
-	sharedPG     *harness.Postgres
-	sharedConsul *harness.Consul
-)
+// shared is the PostgreSQL and the Consul every test of the package shares.
+var shared *clitest.Shared
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	shared, err := clitest.StartShared("migratecli", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	sharedPG, sharedConsul = shared.PG, shared.Consul
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+func TestMain(m *testing.M) {
+	os.Exit(clitest.RunShared(m, "migratecli", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn")))
 }
 
 // env is a test's view of the shared servers, with a name that keeps its
@@ -61,18 +46,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return &env{Env: clitest.New(t, sharedPG, sharedConsul), name: sanitize(t.Name())}
+	return &env{Env: clitest.New(t, shared.PG, shared.Consul), name: clitest.SafeName(t.Name())}
 }
 
 // ownEnv is an env on servers of the test's own.
 func ownEnv(t *testing.T, pg *harness.Postgres, c *harness.Consul) *env {
 	t.Helper()
-	return &env{Env: clitest.New(t, pg, c), name: sanitize(t.Name())}
-}
-
-func sanitize(s string) string {
-	s = strings.ToLower(s)
-	return regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(s, "_")
+	return &env{Env: clitest.New(t, pg, c), name: clitest.SafeName(t.Name())}
 }
 
 // db is the test's store2 database for a component ("jm", "pm", "as").
@@ -215,24 +195,6 @@ func getJSON(t *testing.T, kv map[string]clitest.RawPair, key string, v any) boo
 		t.Fatalf("%s: %v: %q", key, err, p.Value)
 	}
 	return true
-}
-
-// digest is DESIGN.md's digest, written again here: the sum modulo 2^256 of
-// SHA-256(escaped key without the prefix, NUL, version, NUL, data).
-func digest(recs []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range recs {
-		h := sha256.New()
-		io.WriteString(h, clitest.ExpectedKey("", r.Bucket, r.Key))
-		h.Write([]byte{0})
-		io.WriteString(h, strconv.FormatInt(r.Version, 10))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
 }
 
 // doneJSON is .done as DESIGN.md defines it, decoded with our own struct.

@@ -25,7 +25,7 @@ const maxRSS = 64 << 10 // KiB
 func TestMigrateMemoryBounded(t *testing.T) {
 	t.Parallel()
 	c := harness.StartConsul(t, harness.WithLogLevel("warn"))
-	e := ownEnv(t, sharedPG, c)
+	e := ownEnv(t, shared.PG, c)
 	const n = 150_000
 	val := bytes.Repeat([]byte("v"), 200)
 	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"

@@ -61,7 +61,7 @@ func TestFreshMigration(t *testing.T) {
 			// tool_version is what --version prints: the build info's.
 			version := strings.TrimPrefix(strings.TrimSpace(e.MustRun(0, "--version").Stdout), "deployhook version ")
 			want := doneJSON{Component: c.name, Host: host, RecordsMigrated: int64(len(recs)),
-				RecordsFailed: 0, Digest: digest(recs), ToolVersion: version}
+				RecordsFailed: 0, Digest: clitest.Digest(recs), ToolVersion: version}
 			got := d
 			got.PID, got.Started, got.Finished, got.Took = 0, "", "", ""
 			if got != want {

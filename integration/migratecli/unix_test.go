@@ -15,7 +15,7 @@ import (
 func TestMigrateOverUnixSocket(t *testing.T) {
 	t.Parallel()
 	c := harness.StartConsul(t, harness.WithUnixSocket())
-	e := ownEnv(t, sharedPG, c)
+	e := ownEnv(t, shared.PG, c)
 	recs := recordsFor("jm", 300)
 	conf := e.conf("job_manager", "jm", recs, clitest.Conf{Address: c.UnixAddr()})
 	r := e.MustRun(0, "migrate", "-f", conf, "-dry_run_store_migration")

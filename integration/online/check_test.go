@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"regexp"
 	"strconv"
 	"strings"
@@ -85,29 +84,7 @@ func seed(t testing.TB, env *clitest.Env, db string, n int) []migrate.Record {
 // readStore2 reads every record of db through SQL, in byte order.
 func readStore2(t testing.TB, pg *harness.Postgres, db string) []migrate.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := pg.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, `SELECT bucket, key, version, data FROM `+table+` ORDER BY bucket COLLATE "C", key COLLATE "C"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []migrate.Record
-	for rows.Next() {
-		var r migrate.Record
-		if err := rows.Scan(&r.Bucket, &r.Key, &r.Version, &r.Data); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return clitest.ReadStore2(t, pg, db, table)
 }
 
 // triggers returns the names of the freeze triggers on db's table (the
@@ -185,24 +162,6 @@ func readDone(t testing.TB, addr, prefix string) (*doneDoc, bool) {
 		t.Fatalf(".done does not decode: %v: %q", err, p.Value)
 	}
 	return &d, true
-}
-
-// digest is DESIGN.md's digest written again: the sum modulo 2^256 of
-// SHA-256(escaped key relative to the prefix, NUL, version, NUL, data).
-func digest(prefix string, records []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range records {
-		h := sha256.New()
-		h.Write([]byte(strings.TrimPrefix(clitest.ExpectedKey(prefix, r.Bucket, r.Key), prefix)))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.FormatInt(r.Version, 10)))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
 }
 
 // errorf reports at most 20 problems of one kind, then a count.
@@ -302,7 +261,7 @@ func checkMigrated(t *testing.T, m migrated) stats {
 	if done.RecordsMigrated != int64(len(store2)) || done.RecordsFailed != 0 {
 		t.Errorf(".done says %d migrated, %d failed; the frozen store2 has %d", done.RecordsMigrated, done.RecordsFailed, len(store2))
 	}
-	if d := digest(m.prefix, store2); done.Digest != d {
+	if d := clitest.Digest(store2); done.Digest != d {
 		t.Errorf(".done digest %s, the frozen store2's is %s", done.Digest, d)
 	}
 	st.frozenFor = done.FrozenFor

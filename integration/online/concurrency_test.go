@@ -7,14 +7,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/apcera/deployhook/integration/clitest"
 )
@@ -103,7 +100,7 @@ func TestOnlineConcurrentHosts(t *testing.T) {
 			if wr.Code != 0 {
 				t.Errorf("wait: exit %d\n%s", wr.Code, wr)
 			}
-			waitWorkersGone(t, 2*time.Minute)
+			clitest.WaitWorkersGone(t, 2*time.Minute)
 			starts, freezes, unfreezes := 0, 0, 0
 			var winnerLog string
 			for _, h := range hosts {
@@ -209,41 +206,4 @@ func doneIndexes(t testing.TB, addr, prefix string) (uint64, uint64) {
 		t.Fatalf("decode .done: %v", err)
 	}
 	return ps[0].CreateIndex, ps[0].ModifyIndex
-}
-
-// waitWorkersGone waits until no deployhook worker re-parented to us is
-// alive, reaping those that exited.
-func waitWorkersGone(t testing.TB, within time.Duration) {
-	t.Helper()
-	me := strconv.Itoa(os.Getpid())
-	poll(t, within, "the workers to exit", func() bool {
-		alive := false
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			if err != nil {
-				continue
-			}
-			s := string(b)
-			i := strings.LastIndexByte(s, ')')
-			if i < 0 || !strings.Contains(s[:i], "(deployhook") {
-				continue
-			}
-			f := strings.Fields(s[i+1:])
-			if len(f) < 2 || f[1] != me {
-				continue
-			}
-			if f[0] == "Z" {
-				var ws unix.WaitStatus
-				unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-				continue
-			}
-			alive = true
-		}
-		return !alive
-	})
 }

@@ -54,27 +54,27 @@ func TestOnlineRecordFailure(t *testing.T) {
 			if tc.duringCatchUp {
 				args = append(args, "--catch-up-threshold", "0", "--catch-up-rounds", "1000")
 			}
-			p := startProc(t, env, args...)
+			p := clitest.StartProc(t, env, args...)
 			if tc.duringCatchUp {
-				if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
+				if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 					t.Fatalf("migrate logged no catch-up round:\n%s", p)
 				}
 				insert()
 			}
-			if code := p.wait(t, 3*time.Minute); code != 5 {
+			if code := p.Wait(t, 3*time.Minute); code != 5 {
 				t.Fatalf("migrate with a record failure: exit %d, want 5\n%s", code, p)
 			}
 			if _, ok := readDone(t, env.Consul.Addr(), prefix); ok {
 				t.Errorf(".done written by a migration with a record failure")
 			}
-			if !strings.Contains(p.err.String(), tc.key) {
-				t.Errorf("the log does not name the failing record %q:\n%s", tc.key, p.err)
+			if !strings.Contains(p.Stderr.String(), tc.key) {
+				t.Errorf("the log does not name the failing record %q:\n%s", tc.key, p.Stderr)
 			}
 			st := readStatus(t, env.Consul.Addr(), prefix)
 			if st == nil || st.State != "failed" || !st.names(tc.bucket, tc.key) {
 				t.Errorf(".status after the record failure: %+v, want failed naming %s/%s", st, tc.bucket, tc.key)
 			}
-			checkWritable(t, env, w, db, p.end, 20)
+			checkWritable(t, env, w, db, p.Ended, 20)
 			checkRefusals(t, w.stop(), prefix)
 			runs++
 		})
@@ -144,18 +144,18 @@ func TestOnlineKill9AtFreeze(t *testing.T) {
 	froze := freezeListener(t, env.PG, db)
 	w := startWriter(t, env, db, writerRate)
 
-	p := startProc(t, env, "migrate", "-f", conf, "--hostname", "kill-host")
+	p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "kill-host")
 	var freezeAt time.Time
 	select {
 	case freezeAt = <-froze:
-		p.cmd.Process.Signal(syscall.SIGKILL)
-	case <-p.done:
+		p.Cmd.Process.Signal(syscall.SIGKILL)
+	case <-p.Done():
 		t.Fatalf("migrate exited without freezing store2:\n%s", p)
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("no freeze within 3 minutes:\n%s", p)
 	}
 	killAt := time.Now()
-	if code := p.wait(t, 30*time.Second); code != -int(syscall.SIGKILL) {
+	if code := p.Wait(t, 30*time.Second); code != -int(syscall.SIGKILL) {
 		t.Fatalf("migrate killed at the freeze: exit %d, want -9\n%s", code, p)
 	}
 	if _, ok := readDone(t, env.Consul.Addr(), prefix); ok {
@@ -171,7 +171,7 @@ func TestOnlineKill9AtFreeze(t *testing.T) {
 
 	r := env.MustRun(0, "run", "-f", conf, "--hostname", "kill-host")
 	pid := workerPID(t, logDir, 0)
-	poll(t, time.Minute, "store2 unfrozen by the next run", func() bool { return !frozen(t, env.PG, db) })
+	clitest.Poll(t, time.Minute, "store2 unfrozen by the next run", func() bool { return !frozen(t, env.PG, db) })
 	// Taken after the drop was seen: a refusal that started later comes
 	// from the rerun's own freeze.
 	unfrozenAt := time.Now()
@@ -181,7 +181,7 @@ func TestOnlineKill9AtFreeze(t *testing.T) {
 	if wr := env.Run("wait", "-f", conf, "--timeout", "3m"); wr.Code != 0 {
 		t.Fatalf("wait for the rerun: exit %d\n%s\nworker log:\n%s", wr.Code, wr, readLogDir(logDir))
 	}
-	if code := reapPID(t, pid, time.Minute); code != 0 {
+	if code := clitest.ReapPID(t, pid, time.Minute); code != 0 {
 		t.Errorf("worker exit %d, want 0\n%s", code, readLogDir(logDir))
 	}
 	log := readLogDir(logDir)
@@ -221,16 +221,16 @@ func TestOnlineLockLoss(t *testing.T) {
 			if !tc.atFreez {
 				args = append(args, "--catch-up-threshold", "0", "--catch-up-rounds", "1000")
 			}
-			p := startProc(t, env, args...)
+			p := clitest.StartProc(t, env, args...)
 			if tc.atFreez {
 				select {
 				case <-froze:
-				case <-p.done:
+				case <-p.Done():
 					t.Fatalf("migrate exited without freezing store2:\n%s", p)
 				case <-time.After(3 * time.Minute):
 					t.Fatalf("no freeze within 3 minutes:\n%s", p)
 				}
-			} else if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
+			} else if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 				t.Fatalf("migrate logged no catch-up round:\n%s", p)
 			}
 			destroyedAt := time.Now()
@@ -238,7 +238,7 @@ func TestOnlineLockLoss(t *testing.T) {
 			if !tc.atFreez && frozen(t, env.PG, db) {
 				t.Fatalf("store2 already frozen when the session was destroyed: not during catch-up")
 			}
-			code := p.wait(t, 3*time.Minute)
+			code := p.Wait(t, 3*time.Minute)
 			if d, ok := readDone(t, addr, prefix); ok {
 				t.Fatalf(".done present after the lock was lost (exit %d, .done %+v): the destroy came too late or the fence is broken\n%s", code, d, p)
 			}
@@ -246,20 +246,20 @@ func TestOnlineLockLoss(t *testing.T) {
 				t.Errorf("migrate after losing its lock: exit %d, want 5\n%s", code, p)
 			}
 			checkFence(t, addr, prefix, destroyIndex, atDestroy)
-			checkWritable(t, env, w, db, p.end, 20)
+			checkWritable(t, env, w, db, p.Ended, 20)
 			if tc.atFreez {
-				if !strings.Contains(p.err.String(), unfrozenLine) {
+				if !strings.Contains(p.Stderr.String(), unfrozenLine) {
 					t.Errorf("no %q line after losing the lock in cutover:\n%s", unfrozenLine, p)
 				}
 			}
-			t.Logf("exit %d %v after the destroy", code, p.end.Sub(destroyedAt).Round(time.Millisecond))
+			t.Logf("exit %d %v after the destroy", code, p.Ended.Sub(destroyedAt).Round(time.Millisecond))
 
-			re := startProc(t, env, "migrate", "-f", conf, "--hostname", "second-host", "--lock-timeout", "30s")
-			if code := re.wait(t, 3*time.Minute); code != 0 {
+			re := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "second-host", "--lock-timeout", "30s")
+			if code := re.Wait(t, 3*time.Minute); code != 0 {
 				t.Fatalf("rerun after the lost lock: exit %d\n%s", code, re)
 			}
-			w.waitWritesAfter(re.end, 40, "the writer after the rerun")
-			st := checkMigrated(t, migrated{env: env, addr: addr, db: db, prefix: prefix, writes: w.stop(), since: re.start, log: re.err.String(), start: re.start})
+			w.waitWritesAfter(re.Ended, 40, "the writer after the rerun")
+			st := checkMigrated(t, migrated{env: env, addr: addr, db: db, prefix: prefix, writes: w.stop(), since: re.Started, log: re.Stderr.String(), start: re.Started})
 			t.Logf("rerun: %v", st)
 			runs++
 		})
@@ -323,17 +323,17 @@ func TestOnlineOfflineWithWriters(t *testing.T) {
 	seed(t, env, db, 5000)
 	conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Name: db + ".conf"})
 	w := startWriter(t, env, db, writerRate)
-	p := startProc(t, env, "migrate", "-f", conf, "--hostname", "offline-host", "--offline")
-	if code := p.wait(t, 3*time.Minute); code != 5 {
+	p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "offline-host", "--offline")
+	if code := p.Wait(t, 3*time.Minute); code != 5 {
 		t.Fatalf("migrate --offline with writers: exit %d, want 5\n%s", code, p)
 	}
-	if !offlineRE.MatchString(p.err.String()) {
+	if !offlineRE.MatchString(p.Stderr.String()) {
 		t.Errorf("migrate --offline with writers does not say %q:\n%s", offlineRE, p)
 	}
 	if _, ok := readDone(t, env.Consul.Addr(), prefix); ok {
 		t.Errorf(".done written by --offline although store2 changed")
 	}
-	checkWritable(t, env, w, db, p.start, 20)
+	checkWritable(t, env, w, db, p.Started, 20)
 	ws := w.stop()
 	if n := countWrites(ws, func(x write) bool { return x.Outcome != "acked" }); n > 0 {
 		t.Errorf("--offline: %d writes not acked (it must never freeze)", n)

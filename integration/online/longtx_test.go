@@ -35,8 +35,8 @@ func TestOnlineLongTransactionAtFreeze(t *testing.T) {
 	}
 	defer mon.Close(ctx)
 
-	p := startProc(t, env, "migrate", "-f", conf, "--hostname", "longtx-host")
-	if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
+	p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "longtx-host")
+	if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 		t.Fatalf("migrate logged no catch-up round:\n%s", p)
 	}
 	tx, err := c.Begin(ctx)
@@ -49,13 +49,13 @@ func TestOnlineLongTransactionAtFreeze(t *testing.T) {
 	}
 	// The freeze waiting behind it: a SHARE ROW EXCLUSIVE request on the
 	// table that is not granted.
-	poll(t, 2*time.Minute, "the freeze waiting for the long transaction", func() bool {
+	clitest.Poll(t, 2*time.Minute, "the freeze waiting for the long transaction", func() bool {
 		var n int
 		if err := mon.QueryRow(ctx, `SELECT count(*) FROM pg_locks
 			WHERE relation = $1::regclass AND mode = 'ShareRowExclusiveLock' AND NOT granted`, table).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if p.exited() {
+		if p.Exited() {
 			t.Fatalf("migrate exited while a write transaction was open:\n%s", p)
 		}
 		return n > 0
@@ -75,15 +75,15 @@ func TestOnlineLongTransactionAtFreeze(t *testing.T) {
 	}
 	t.Logf("the freeze waited; 20 writes of the writer acked in %v meanwhile; the long transaction committed", heldFor.Round(time.Millisecond))
 
-	if code := p.wait(t, 3*time.Minute); code != 0 {
+	if code := p.Wait(t, 3*time.Minute); code != 0 {
 		t.Fatalf("migrate: exit %d\n%s", code, p)
 	}
 	kv, _ := clitest.RawKVAt(t, env.Consul.Addr(), "", clitest.ExpectedKey(prefix, "jobs", "long transaction"))
 	if got, ok := kv[clitest.ExpectedKey(prefix, "jobs", "long transaction")]; !ok || string(got.Value) != "LONG" || got.Flags != 41 {
 		t.Errorf("the long transaction's write, committed before the freeze, is not in store3: %+v", got)
 	}
-	w.waitWritesAfter(p.end, 40, "the writer after the migration")
-	st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
-	t.Logf("%v\n%s", st, progressLines(p.err.String()))
+	w.waitWritesAfter(p.Ended, 40, "the writer after the migration")
+	st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.Stderr.String(), start: p.Started})
+	t.Logf("%v\n%s", st, progressLines(p.Stderr.String()))
 	runs++
 }

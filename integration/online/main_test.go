@@ -17,7 +17,6 @@ package online
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,15 +35,8 @@ import (
 	"github.com/apcera/deployhook/integration/harness"
 )
 
-// soak is true under SOAK=1 (make soak): more runs of each scenario.
-var soak = os.Getenv("SOAK") == "1"
-
-func count(ci, long int) int {
-	if soak {
-		return long
-	}
-	return ci
-}
+// count picks the CI or the SOAK=1 number of runs (clitest.Count).
+var count = clitest.Count
 
 var shared *clitest.Shared
 
@@ -57,30 +49,13 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
 		return 1
 	}
-	var err error
-	shared, err = clitest.StartShared("online", harness.WithLogLevel("warn"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	shared.Stop(code != 0)
-	return code
+	return clitest.RunShared(m, "online", func(s *clitest.Shared) { shared = s }, harness.WithLogLevel("warn"))
 }
 
 // scenario logs the RELIABILITY line of a test when it ends (the format
 // integration/reliability/cmd/report parses).
 func scenario(t *testing.T, name string, ci, long int, runs *int) {
-	t.Cleanup(func() {
-		result := "pass"
-		switch {
-		case t.Failed():
-			result = "fail"
-		case t.Skipped():
-			result = "skip"
-		}
-		t.Logf("RELIABILITY scenario=%q runs=%d ci_runs=%d soak_runs=%d soak=%t result=%s", name, *runs, ci, long, soak, result)
-	})
+	clitest.Scenario(t, name, ci, long, runs, nil)
 }
 
 // ---- the writer process ----
@@ -151,7 +126,7 @@ type writerProc struct {
 	t       testing.TB
 	cmd     *exec.Cmd
 	logPath string
-	stderr  *syncBuffer
+	stderr  *clitest.SyncBuffer
 	done    chan struct{}
 	waitErr error
 
@@ -164,7 +139,7 @@ type writerProc struct {
 // and waits until it has acked 20 writes.
 func startWriter(t testing.TB, env *clitest.Env, db string, rate int) *writerProc {
 	t.Helper()
-	w := &writerProc{t: t, logPath: filepath.Join(env.Dir, "writer-"+db+".jsonl"), stderr: &syncBuffer{}, done: make(chan struct{})}
+	w := &writerProc{t: t, logPath: filepath.Join(env.Dir, "writer-"+db+".jsonl"), stderr: &clitest.SyncBuffer{}, done: make(chan struct{})}
 	w.cmd = exec.Command(writerBinary(t), "-url", env.PG.URLWithoutPassword(db), "-log", w.logPath,
 		"-rate", strconv.Itoa(rate), "-conns", "4")
 	w.cmd.Env = append(os.Environ(), env.Vars...)
@@ -223,7 +198,7 @@ func (w *writerProc) read() []write {
 func (w *writerProc) waitFor(within time.Duration, what string, cond func([]write) bool) []write {
 	w.t.Helper()
 	var ws []write
-	poll(w.t, within, what, func() bool {
+	clitest.Poll(w.t, within, what, func() bool {
 		select {
 		case <-w.done:
 			w.t.Fatalf("the writer exited (%v) while waiting for %s:\n%s", w.waitErr, what, w.stderr)
@@ -279,119 +254,13 @@ func countWrites(ws []write, f func(write) bool) int {
 
 // ---- deployhook processes ----
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a foreground deployhook the test started and may signal.
-type proc struct {
-	cmd      *exec.Cmd
-	out, err *syncBuffer
-	start    time.Time
-	end      time.Time
-	done     chan struct{}
-	code     int
-}
-
-func startProc(t testing.TB, env *clitest.Env, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: env.Command(args...), out: &syncBuffer{}, err: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
-	p.start = time.Now()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		err := p.cmd.Wait()
-		p.end = time.Now()
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				p.code = -int(ws.Signal())
-			}
-		} else if err != nil {
-			p.code = -1000
-		}
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-func (p *proc) wait(t testing.TB, d time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(d):
-		p.cmd.Process.Kill()
-		<-p.done
-		t.Fatalf("deployhook %v did not exit within %v\nstderr:\n%s", p.cmd.Args[1:], d, p.err)
-		return 0
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) String() string {
-	return fmt.Sprintf("deployhook %s (exit %d)\n--- stdout\n%s--- stderr\n%s", strings.Join(p.cmd.Args[1:], " "), p.code, p.out, p.err)
-}
-
-// waitLog waits until the process's standard error holds s, or it exits.
-func (p *proc) waitLog(t testing.TB, within time.Duration, s string) bool {
-	t.Helper()
-	poll(t, within, fmt.Sprintf("%q in the log of deployhook %s", s, strings.Join(p.cmd.Args[1:], " ")), func() bool {
-		return strings.Contains(p.err.String(), s) || p.exited()
-	})
-	return strings.Contains(p.err.String(), s)
-}
-
-// poll calls cond until it returns true, failing the test after within.
-func poll(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // ---- detached workers (run) ----
 
 // workerPID polls the worker's pid file in logDir for a pid other than old.
 func workerPID(t testing.TB, logDir string, old int) int {
 	t.Helper()
 	var pid int
-	poll(t, 20*time.Second, "the worker's pid file in "+logDir, func() bool {
+	clitest.Poll(t, 20*time.Second, "the worker's pid file in "+logDir, func() bool {
 		b, err := os.ReadFile(filepath.Join(logDir, "deployhook.pid"))
 		if err != nil {
 			return false
@@ -400,30 +269,6 @@ func workerPID(t testing.TB, logDir string, old int) int {
 		return err == nil && pid > 0 && pid != old
 	})
 	return pid
-}
-
-// reapPID waits for a worker re-parented to us to exit and reaps it,
-// returning its exit code (-signal when killed).
-func reapPID(t testing.TB, pid int, within time.Duration) int {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		switch {
-		case err != nil:
-			t.Fatalf("wait4(%d): %v (not re-parented to the test?)", pid, err)
-		case got == pid && ws.Signaled():
-			return -int(ws.Signal())
-		case got == pid:
-			return ws.ExitStatus()
-		}
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("worker %d did not exit within %v", pid, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // readLogDir returns every file of a runit log directory, oldest first.

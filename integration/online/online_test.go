@@ -36,14 +36,14 @@ func TestOnlineWriters(t *testing.T) {
 		conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Name: db + ".conf"})
 		w := startWriter(t, env, db, writerRate)
 
-		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "online-host")
-		if code := p.wait(t, 3*time.Minute); code != 0 {
+		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "online-host")
+		if code := p.Wait(t, 3*time.Minute); code != 0 {
 			t.Fatalf("migrate with writers running: exit %d, want 0\n%s", code, p)
 		}
-		w.waitWritesAfter(p.end, 40, "the writer after the migration")
+		w.waitWritesAfter(p.Ended, 40, "the writer after the migration")
 		checkTruncateRefused(t, env.PG, db, prefix)
-		st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
-		t.Logf("run %d: %v\n%s", i, st, progressLines(p.err.String()))
+		st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.Stderr.String(), start: p.Started})
+		t.Logf("run %d: %v\n%s", i, st, progressLines(p.Stderr.String()))
 		checkUnfreezeAfterDone(t, env, conf, db)
 		runs++
 	}
@@ -100,50 +100,38 @@ func TestOnlineConsulFailover(t *testing.T) {
 	cl := harness.StartConsulCluster(t, 3, harness.WithLogLevel("warn"))
 	env := clitest.New(t, shared.PG, nil)
 	for i := range count(ci, long) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		leader, err := cl.WaitLeader(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var follower *harness.Consul
-		for _, s := range cl.Servers {
-			if s != leader {
-				follower = s
-				break
-			}
-		}
+		leader, follower := clitest.LeaderAndFollower(t, cl)
 		db, prefix := names(fmt.Sprintf("failover%02d", i))
 		seed(t, env, db, 10000)
 		conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Address: follower.Addr(), Name: db + ".conf"})
 		w := startWriter(t, env, db, writerRate)
 
-		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host",
+		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host",
 			"--catch-up-threshold", "0", "--catch-up-rounds", "4")
-		if !p.waitLog(t, 2*time.Minute, catchUpLine+"1:") {
+		if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 			t.Fatalf("migrate logged no catch-up round before it exited:\n%s", p)
 		}
 		if err := leader.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		atKill := p.err.String()
-		if frozenRE.MatchString(atKill) || p.exited() {
+		atKill := p.Stderr.String()
+		if frozenRE.MatchString(atKill) || p.Exited() {
 			t.Fatalf("the leader was killed after the catch-up (the scenario did not happen):\n%s", atKill)
 		}
 		t.Logf("run %d: leader %s killed after %q", i, leader.Name, lastMatch(atKill, catchUpLine))
-		if code := p.wait(t, 4*time.Minute); code != 0 {
+		if code := p.Wait(t, 4*time.Minute); code != 0 {
 			t.Fatalf("migrate with the leader killed during catch-up: exit %d, want 0\n%s", code, p)
 		}
-		w.waitWritesAfter(p.end, 40, "the writer after the migration")
-		st := checkMigrated(t, migrated{env: env, addr: follower.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
-		t.Logf("run %d: %v\n%s", i, st, progressLines(p.err.String()))
+		w.waitWritesAfter(p.Ended, 40, "the writer after the migration")
+		st := checkMigrated(t, migrated{env: env, addr: follower.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.Stderr.String(), start: p.Started})
+		t.Logf("run %d: %v\n%s", i, st, progressLines(p.Stderr.String()))
 
 		runs++
 		if i+1 < count(ci, long) {
 			if err := leader.Restart(); err != nil {
 				t.Fatal(err)
 			}
-			poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(t, follower.Addr()) })
+			clitest.Poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(t, follower.Addr()) })
 		}
 	}
 }

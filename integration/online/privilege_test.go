@@ -86,7 +86,7 @@ func TestOnlineTriggerPrivilege(t *testing.T) {
 		// Stop it, so that what follows tests a migration of our own.
 		pid := workerPID(t, logDir, 0)
 		syscall.Kill(pid, syscall.SIGKILL)
-		reapPID(t, pid, 30*time.Second)
+		clitest.ReapPID(t, pid, 30*time.Second)
 		t.Errorf("run started a worker (pid %d) although the role cannot freeze store2:\n%s", pid, readLogDir(logDir))
 	}
 	if kv, _ := clitest.RawKVAt(t, env.Consul.Addr(), "", prefix); len(kv) > 0 {
@@ -105,12 +105,12 @@ func TestOnlineTriggerPrivilege(t *testing.T) {
 		t.Fatalf("dry run with TRIGGER and CREATE on the schema: exit %d, want 0\n%s", dry.Code, dry)
 	}
 	w := startWriter(t, env, db, writerRate)
-	p := startProc(t, env, "migrate", "-f", conf, "--hostname", "priv-host")
-	if code := p.wait(t, 3*time.Minute); code != 0 {
+	p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "priv-host")
+	if code := p.Wait(t, 3*time.Minute); code != 0 {
 		t.Fatalf("migrate with TRIGGER and CREATE on the schema: exit %d, want 0\n%s", code, p)
 	}
-	w.waitWritesAfter(p.end, 40, "the writer after the migration")
-	st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.err.String(), start: p.start})
+	w.waitWritesAfter(p.Ended, 40, "the writer after the migration")
+	st := checkMigrated(t, migrated{env: env, addr: env.Consul.Addr(), db: db, prefix: prefix, writes: w.stop(), log: p.Stderr.String(), start: p.Started})
 	t.Logf("%v", st)
 	runs++
 }

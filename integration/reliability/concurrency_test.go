@@ -4,7 +4,6 @@ package reliability
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -79,7 +78,7 @@ func TestConcurrentRuns(t *testing.T) {
 		if w.Code != 0 {
 			t.Errorf("round %d: wait: exit %d\n%s", round, w.Code, w)
 		}
-		waitWorkersGone(t, 2*time.Minute)
+		clitest.WaitWorkersGone(t, 2*time.Minute)
 
 		for _, c := range components {
 			starts := 0
@@ -98,30 +97,4 @@ func TestConcurrentRuns(t *testing.T) {
 		}
 		runs++
 	}
-}
-
-// waitWorkersGone waits until no deployhook worker re-parented to us is
-// alive, reaping those that exited.
-func waitWorkersGone(t testing.TB, within time.Duration) {
-	t.Helper()
-	me := fmt.Sprint(os.Getpid())
-	poll(t, within, "the workers to exit", func() bool {
-		reapWorkers()
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-			if err != nil {
-				continue
-			}
-			s := string(b)
-			i := strings.LastIndexByte(s, ')')
-			if i < 0 || !strings.Contains(s[:i], "(deployhook") {
-				continue
-			}
-			if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me && f[0] != "Z" {
-				return false
-			}
-		}
-		return true
-	})
 }

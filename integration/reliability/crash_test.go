@@ -46,8 +46,8 @@ type migrating struct {
 	logDir string
 	host   string
 	worker bool
-	p      *proc // foreground
-	pid    int   // the migrating process
+	p      *clitest.Proc // foreground
+	pid    int           // the migrating process
 	start  time.Time
 }
 
@@ -55,15 +55,15 @@ func startMigrating(t *testing.T, env *clitest.Env, conf, logDir, host string, w
 	t.Helper()
 	m := &migrating{t: t, env: env, conf: conf, logDir: logDir, host: host, worker: worker, start: time.Now()}
 	if !worker {
-		m.p = startProc(t, env, "migrate", "-f", conf, "--hostname", host)
-		m.pid = m.p.cmd.Process.Pid
+		m.p = clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", host)
+		m.pid = m.p.Cmd.Process.Pid
 		return m
 	}
 	r := env.MustRun(0, "run", "-f", conf, "--hostname", host)
 	if !strings.Contains(r.Stderr, "started the store2 -> store3 migration in the background") {
 		t.Fatalf("run started no worker:\n%s", r)
 	}
-	poll(t, 10*time.Second, "the new worker's pid file", func() bool {
+	clitest.Poll(t, 10*time.Second, "the new worker's pid file", func() bool {
 		m.pid = workerPID(t, logDir, 10*time.Second)
 		return m.pid != oldPID
 	})
@@ -72,7 +72,7 @@ func startMigrating(t *testing.T, env *clitest.Env, conf, logDir, host string, w
 
 func (m *migrating) exited() bool {
 	if !m.worker {
-		return m.p.exited()
+		return m.p.Exited()
 	}
 	return !alive(m.pid)
 }
@@ -86,8 +86,8 @@ func alive(pid int) bool {
 func (m *migrating) signal(sig syscall.Signal) int {
 	m.t.Helper()
 	if !m.worker {
-		m.p.cmd.Process.Signal(sig)
-		return m.p.wait(m.t, 30*time.Second)
+		m.p.Cmd.Process.Signal(sig)
+		return m.p.Wait(m.t, 30*time.Second)
 	}
 	return killPID(m.t, m.pid, sig, 30*time.Second)
 }
@@ -95,14 +95,14 @@ func (m *migrating) signal(sig syscall.Signal) int {
 func (m *migrating) wait(d time.Duration) int {
 	m.t.Helper()
 	if !m.worker {
-		return m.p.wait(m.t, d)
+		return m.p.Wait(m.t, d)
 	}
-	return reapPID(m.t, m.pid, d)
+	return clitest.ReapPID(m.t, m.pid, d)
 }
 
 func (m *migrating) log() string {
 	if !m.worker {
-		return m.p.err.String()
+		return m.p.Stderr.String()
 	}
 	return readLogDir(m.t, m.logDir)
 }
@@ -137,7 +137,7 @@ func TestCrashKill9(t *testing.T) {
 			// During the wipe: the first leftover bucket is gone, the
 			// last is not yet.
 			first := fmt.Sprintf("%sjunk%05d/x", prefix, 0)
-			poll(t, 60*time.Second, name+": wipe started", func() bool { return m.exited() || rawGet(t, addr, "", first) == nil })
+			clitest.Poll(t, 60*time.Second, name+": wipe started", func() bool { return m.exited() || rawGet(t, addr, "", first) == nil })
 		} else {
 			idx := min(int(f*float64(len(records))), len(records)-1)
 			waitProgress(t, addr, "", prefix, "jobs", idx, 2*time.Minute, m.exited)

@@ -3,7 +3,6 @@
 package reliability
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -29,42 +28,30 @@ func TestConsulFailover(t *testing.T) {
 	records := seedJobs(t, env)
 
 	for i := range count(ci, long) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		leader, err := cl.WaitLeader(ctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var follower *harness.Consul
-		for _, s := range cl.Servers {
-			if s != leader {
-				follower = s
-				break
-			}
-		}
+		leader, follower := clitest.LeaderAndFollower(t, cl)
 		frac := 0.2 + 0.6*float64(i)/float64(max(1, count(ci, long)-1))
 		name := fmt.Sprintf("run %d (leader %s killed at %.2f, conf -> %s)", i, leader.Name, frac, follower.Name)
 		prefix := fmt.Sprintf("apcera/store3/failover%02d/", i)
 		conf := env.WriteConf(clitest.Conf{Prefix: prefix, Address: follower.Addr(), Name: fmt.Sprintf("failover%02d.conf", i)})
-		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host")
+		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host")
 		key := clitest.ExpectedKey(prefix, "jobs", seqKey(int(frac*float64(len(records)))))
-		poll(t, 2*time.Minute, name+": progress", func() bool {
+		clitest.Poll(t, 2*time.Minute, name+": progress", func() bool {
 			present, _ := tryGet(follower.Addr(), key)
-			return present || p.exited()
+			return present || p.Exited()
 		})
-		if p.exited() {
+		if p.Exited() {
 			t.Fatalf("%s: migration ended before the leader was killed:\n%s", name, p)
 		}
 		if err := leader.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		code := p.wait(t, 4*time.Minute)
+		code := p.Wait(t, 4*time.Minute)
 		t.Logf("%s: migrate exit %d", name, code)
 		if code != 0 {
 			if checkInvariantAt(t, follower.Addr(), "", prefix, records) {
 				t.Errorf("%s: exit %d yet .done present", name, code)
 			}
-			t.Logf("%s: failed cleanly (exit %d); rerunning:\n%s", name, code, p.err.String())
+			t.Logf("%s: failed cleanly (exit %d); rerunning:\n%s", name, code, p.Stderr.String())
 			if r := env.Run("migrate", "-f", conf, "--hostname", "failover-host"); r.Code != 0 {
 				t.Fatalf("%s: rerun after failover:\n%s", name, r)
 			}
@@ -78,7 +65,7 @@ func TestConsulFailover(t *testing.T) {
 		// A restarted server rejoins as a non-voter until autopilot finds
 		// it stable: killing the next leader before it votes again would
 		// leave no quorum, an outage rather than a failover.
-		poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(follower.Addr()) })
+		clitest.Poll(t, 90*time.Second, "three healthy voters", func() bool { return threeVoters(follower.Addr()) })
 		runs++
 	}
 }

@@ -33,9 +33,9 @@ func TestLockLossFencing(t *testing.T) {
 		name := fmt.Sprintf("run %d (at %.2f)", i, frac)
 		prefix := fmt.Sprintf("apcera/store3/fence%02d/", i)
 		conf := env.WriteConf(clitest.Conf{Prefix: prefix, Name: fmt.Sprintf("fence%02d.conf", i)})
-		p := startProc(t, env, "migrate", "-f", conf, "--hostname", "fenced-host")
-		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.exited)
-		if p.exited() {
+		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "fenced-host")
+		waitProgress(t, addr, "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.Exited)
+		if p.Exited() {
 			t.Fatalf("%s: migration ended before the session was destroyed:\n%s", name, p)
 		}
 
@@ -55,7 +55,7 @@ func TestLockLossFencing(t *testing.T) {
 		destroyIndex := after.ModifyIndex
 		atDestroy, _ := clitest.RawKVAt(t, addr, "", prefix)
 
-		if code := p.wait(t, 2*time.Minute); code != 5 {
+		if code := p.Wait(t, 2*time.Minute); code != 5 {
 			t.Errorf("%s: migrate after losing its lock: exit %d, want 5\n%s", name, code, p)
 		}
 		final, index := clitest.RawKVAt(t, addr, "", prefix)

@@ -218,9 +218,9 @@ func TestHostileValidateInputs(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		p := startProc(t, env, "validate", path)
-		code := p.wait(t, 60*time.Second)
-		out := p.out.String() + p.err.String()
+		p := clitest.StartProc(t, env, "validate", path)
+		code := p.Wait(t, 60*time.Second)
+		out := p.Stdout.String() + p.Stderr.String()
 		t.Logf("validate %s (%d bytes): exit %d in %v, %d bytes of output: %.300s", tc.name, len(tc.src), code, time.Since(start).Round(time.Millisecond), len(out), out)
 		switch {
 		case code != 0 && code != 3:

@@ -47,19 +47,19 @@ func TestPostgresTrouble(t *testing.T) {
 				frac := 0.2 + 0.6*float64(i)/float64(max(1, count(ci, long)-1))
 				prefix := fmt.Sprintf("apcera/store3/pg%02d/", i)
 				conf := env.WriteConf(clitest.Conf{Prefix: prefix, Name: fmt.Sprintf("pg%02d.conf", i)})
-				p := startProc(t, env, "migrate", "-f", conf, "--hostname", "pg-host")
-				waitProgress(t, consul.Addr(), "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.exited)
-				if p.exited() {
+				p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "pg-host")
+				waitProgress(t, consul.Addr(), "", prefix, "jobs", int(frac*float64(len(records))), 2*time.Minute, p.Exited)
+				if p.Exited() {
 					t.Fatalf("migration ended before the disturbance:\n%s", p)
 				}
 				tc.disturb(t, pg)
-				code := p.wait(t, 4*time.Minute)
+				code := p.Wait(t, 4*time.Minute)
 				t.Logf("run %d (at %.2f): migrate exit %d", i, frac, code)
 				if code != 0 {
 					if checkInvariant(t, env, prefix, records) {
 						t.Errorf("exit %d yet .done present", code)
 					}
-					t.Logf("failed cleanly (exit %d), rerunning:\n%s", code, p.err.String())
+					t.Logf("failed cleanly (exit %d), rerunning:\n%s", code, p.Stderr.String())
 					env.MustRun(0, "migrate", "-f", conf, "--hostname", "pg-host")
 				}
 				mustDone(t, env, prefix, records)
@@ -94,8 +94,8 @@ func TestPostgresWritesDuringMigration(t *testing.T) {
 			snapshot := seedGen(t, env, db, n, seqRecords("jobs", n))
 			prefix := fmt.Sprintf("apcera/store3/%s/", db)
 			conf := env.WriteConf(clitest.Conf{Prefix: prefix, Database: db, Name: db + ".conf"})
-			p := startProc(t, env, append(args, "-f", conf)...)
-			waitProgress(t, consul.Addr(), "", prefix, "jobs", n/5, 2*time.Minute, p.exited)
+			p := clitest.StartProc(t, env, append(args, "-f", conf)...)
+			waitProgress(t, consul.Addr(), "", prefix, "jobs", n/5, 2*time.Minute, p.Exited)
 
 			copied, pending, gone := seqKey(10), seqKey(n-10), seqKey(n-5)
 			sql := fmt.Sprintf(`BEGIN;
@@ -107,13 +107,13 @@ COMMIT;`, quote(copied), quote(pending), quote(gone))
 			if err := pg.Exec(context.Background(), db, sql); err != nil {
 				t.Fatal(err)
 			}
-			if p.exited() {
+			if p.Exited() {
 				t.Fatalf("the migration ended before the writes committed: the scenario did not happen\n%s", p)
 			}
-			code := p.wait(t, 4*time.Minute)
+			code := p.Wait(t, 4*time.Minute)
 			if offline {
 				want := "store2 changed during the migration (5 records): stop the components (runbook step 2) or migrate online"
-				if code != 5 || !strings.Contains(p.err.String(), want) {
+				if code != 5 || !strings.Contains(p.Stderr.String(), want) {
 					t.Fatalf("offline migrate with concurrent writes: exit %d, want 5 and %q\n%s", code, want, p)
 				}
 				if checkInvariant(t, env, prefix, snapshot) {

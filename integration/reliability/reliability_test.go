@@ -18,13 +18,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -41,16 +38,8 @@ import (
 	"github.com/apcera/deployhook/migrate"
 )
 
-// soak is true under SOAK=1: the long variants.
-var soak = os.Getenv("SOAK") == "1"
-
-// count picks the CI or the soak number of runs.
-func count(ci, long int) int {
-	if soak {
-		return long
-	}
-	return ci
-}
+// count picks the CI or the SOAK=1 number of runs (clitest.Count).
+var count = clitest.Count
 
 var (
 	summaryMu sync.Mutex
@@ -62,13 +51,13 @@ func TestMain(m *testing.M) {
 	// PID 1 that may never reap them (this container's does not): a
 	// zombie passes kill(pid, 0), so an unreaped crashed worker would look
 	// alive to the dead-holder check. A real init reaps; so do we
-	// (reapWorkers).
+	// (clitest.ReapWorkers).
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		fmt.Fprintf(os.Stderr, "prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	reapWorkers()
+	clitest.ReapWorkers()
 	summaryMu.Lock()
 	for _, s := range summary {
 		fmt.Println("SUMMARY " + s)
@@ -78,18 +67,9 @@ func TestMain(m *testing.M) {
 }
 
 // scenario registers the RELIABILITY line of a test, logged when it ends
-// with its result. *runs is what actually ran.
+// with its result and kept for the SUMMARY lines. *runs is what actually ran.
 func scenario(t *testing.T, name string, ci, long int, runs *int) {
-	t.Cleanup(func() {
-		result := "pass"
-		switch {
-		case t.Failed():
-			result = "fail"
-		case t.Skipped():
-			result = "skip"
-		}
-		line := fmt.Sprintf("RELIABILITY scenario=%q runs=%d ci_runs=%d soak_runs=%d soak=%t result=%s", name, *runs, ci, long, soak, result)
-		t.Log(line)
+	clitest.Scenario(t, name, ci, long, runs, func(line string) {
 		summaryMu.Lock()
 		summary = append(summary, fmt.Sprintf("%s %s", t.Name(), line))
 		summaryMu.Unlock()
@@ -158,29 +138,7 @@ func readStatus(t testing.TB, addr, token, prefix string) *rawStatusDoc {
 // store2 reads every record of db's store2_records in byte order.
 func store2(t testing.TB, env *clitest.Env, db string) []migrate.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := env.PG.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, `SELECT bucket, key, version, data FROM store2_records ORDER BY bucket COLLATE "C", key COLLATE "C"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []migrate.Record
-	for rows.Next() {
-		var r migrate.Record
-		if err := rows.Scan(&r.Bucket, &r.Key, &r.Version, &r.Data); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return clitest.ReadStore2(t, env.PG, db, "store2_records")
 }
 
 // ---- the invariant ----
@@ -240,31 +198,13 @@ func checkInvariantAt(t testing.TB, addr, token, prefix string, records []migrat
 	if doc.RecordsMigrated != int64(len(records)) || doc.RecordsFailed != 0 {
 		fail(".done says %d migrated, %d failed; store2 has %d", doc.RecordsMigrated, doc.RecordsFailed, len(records))
 	}
-	if d := digest(prefix, records); doc.Digest != d {
+	if d := clitest.Digest(records); doc.Digest != d {
 		fail(".done digest %s, want %s", doc.Digest, d)
 	}
 	if bad > 20 {
 		t.Errorf("INVARIANT: %s: %d problems in all", prefix, bad)
 	}
 	return true
-}
-
-// digest is DESIGN.md's digest written again: the sum modulo 2^256 of
-// SHA-256(escaped key relative to the prefix, NUL, version, NUL, data).
-func digest(prefix string, records []migrate.Record) string {
-	sum := new(big.Int)
-	mod := new(big.Int).Lsh(big.NewInt(1), 256)
-	for _, r := range records {
-		h := sha256.New()
-		h.Write([]byte(strings.TrimPrefix(clitest.ExpectedKey(prefix, r.Bucket, r.Key), prefix)))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.FormatInt(r.Version, 10)))
-		h.Write([]byte{0})
-		h.Write(r.Data)
-		sum.Add(sum, new(big.Int).SetBytes(h.Sum(nil)))
-		sum.Mod(sum, mod)
-	}
-	return fmt.Sprintf("sha256:%064x", sum)
 }
 
 // mustDone is checkInvariant plus: .done must be there.
@@ -277,94 +217,6 @@ func mustDone(t testing.TB, env *clitest.Env, prefix string, records []migrate.R
 
 // ---- processes ----
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// proc is a deployhook process the test started and may signal.
-type proc struct {
-	cmd      *exec.Cmd
-	out, err *syncBuffer
-	start    time.Time
-	done     chan struct{}
-	code     int
-}
-
-func startProc(t testing.TB, env *clitest.Env, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: env.Command(args...), out: &syncBuffer{}, err: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
-	p.start = time.Now()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		err := p.cmd.Wait()
-		p.code = 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				p.code = -int(ws.Signal())
-			}
-		} else if err != nil {
-			p.code = -1000
-		}
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// wait waits for the process to exit, at most d, and returns its exit code
-// (-signal when killed).
-func (p *proc) wait(t testing.TB, d time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(d):
-		p.cmd.Process.Kill()
-		<-p.done
-		t.Fatalf("deployhook %v did not exit within %v\nstderr:\n%s", p.cmd.Args[1:], d, p.err.String())
-		return 0
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) String() string {
-	return fmt.Sprintf("deployhook %s (exit %d)\n--- stdout\n%s--- stderr\n%s", strings.Join(p.cmd.Args[1:], " "), p.code, p.out.String(), p.err.String())
-}
-
 // killPID sends sig to a process that is not our exec.Cmd (a detached
 // worker, re-parented to us by PR_SET_CHILD_SUBREAPER) and reaps it,
 // returning its exit code (-signal when killed by one).
@@ -373,66 +225,14 @@ func killPID(t testing.TB, pid int, sig syscall.Signal, within time.Duration) in
 	if err := syscall.Kill(pid, sig); err != nil {
 		t.Fatalf("kill %d: %v", pid, err)
 	}
-	return reapPID(t, pid, within)
-}
-
-// reapPID waits for a re-parented worker to exit and reaps it.
-func reapPID(t testing.TB, pid int, within time.Duration) int {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		switch {
-		case err != nil:
-			t.Fatalf("wait4(%d): %v (not re-parented to the test?)", pid, err)
-		case got == pid && ws.Signaled():
-			return -int(ws.Signal())
-		case got == pid:
-			return ws.ExitStatus()
-		}
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("worker %d did not exit within %v", pid, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// reapWorkers reaps every exited deployhook worker re-parented to us. Call
-// it only while no exec.Cmd of the test is running: it would steal their
-// exit status.
-func reapWorkers() {
-	ents, _ := os.ReadDir("/proc")
-	me := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(st)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || !strings.Contains(s[:i], "(deployhook") {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] != "Z" || f[1] != strconv.Itoa(me) {
-			continue
-		}
-		var ws unix.WaitStatus
-		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-	}
+	return clitest.ReapPID(t, pid, within)
 }
 
 // workerPID polls the worker's pid file in logDir.
 func workerPID(t testing.TB, logDir string, within time.Duration) int {
 	t.Helper()
 	var pid int
-	poll(t, within, "worker pid file in "+logDir, func() bool {
+	clitest.Poll(t, within, "worker pid file in "+logDir, func() bool {
 		b, err := os.ReadFile(filepath.Join(logDir, "deployhook.pid"))
 		if err != nil {
 			return false
@@ -441,18 +241,6 @@ func workerPID(t testing.TB, logDir string, within time.Duration) int {
 		return err == nil && pid > 0
 	})
 	return pid
-}
-
-// poll calls cond until it returns true, failing the test after within.
-func poll(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // ---- logs ----
@@ -549,7 +337,7 @@ func seedGen(t testing.TB, env *clitest.Env, db string, n int, gen func(int) mig
 func waitProgress(t testing.TB, addr, token, prefix, bucket string, i int, within time.Duration, stop func() bool) {
 	t.Helper()
 	key := clitest.ExpectedKey(prefix, bucket, seqKey(i))
-	poll(t, within, fmt.Sprintf("record %d in store3", i), func() bool {
+	clitest.Poll(t, within, fmt.Sprintf("record %d in store3", i), func() bool {
 		return stop() || rawGet(t, addr, token, key) != nil
 	})
 }

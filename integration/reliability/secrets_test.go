@@ -135,7 +135,7 @@ agent_prefix "" { policy = "read" }`)
 	if w.Code != 0 {
 		t.Errorf("wait: %s", w)
 	}
-	waitWorkersGone(t, time.Minute)
+	clitest.WaitWorkersGone(t, time.Minute)
 	// Foreground commands, a dry run and the failures.
 	for _, args := range [][]string{
 		{"migrate", "-f", confs["url-password"]},
@@ -150,18 +150,18 @@ agent_prefix "" { policy = "read" }`)
 		record(strings.Join(args, " "), r.Stdout, r.Stderr)
 	}
 	for _, name := range []string{"bad-password", "bad-token"} {
-		p := startProc(t, env, "migrate", "-f", confs[name], "--hostname", "secret-host")
+		p := clitest.StartProc(t, env, "migrate", "-f", confs[name], "--hostname", "secret-host")
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(20 * time.Second):
-			p.cmd.Process.Signal(os.Interrupt)
-			p.wait(t, 30*time.Second)
+			p.Cmd.Process.Signal(os.Interrupt)
+			p.Wait(t, 30*time.Second)
 		}
-		t.Logf("migrate %s: exit %d: %.300s", name, p.code, p.err.String())
-		if p.code == 0 {
+		t.Logf("migrate %s: exit %d: %.300s", name, p.Code, p.Stderr.String())
+		if p.Code == 0 {
 			t.Errorf("migrate with a %s succeeded", name)
 		}
-		record("migrate "+name, p.out.String(), p.err.String())
+		record("migrate "+name, p.Stdout.String(), p.Stderr.String())
 	}
 	cmdlines := ps.close()
 	if len(cmdlines) == 0 {
