@@ -8,15 +8,11 @@ import (
 	"slices"
 )
 
-// catchUpState is what the catch-up knows of store3 across rounds.
+// catchUpState is what the catch-up knows across rounds.
 type catchUpState struct {
-	rounds  int   // rounds run, the cutover's passes included
-	changed int64 // records the rounds set or deleted
-	// written is what store3 holds, chunk by chunk, as this migration
-	// wrote it; nil when unknown (a round that failed half way).
-	written chunkTallies
-	// marker is the marker of the snapshot store3 equals, "" when unknown.
-	marker string
+	rounds    int   // rounds run, the cutover's included
+	changed   int64 // records the rounds set or deleted
+	capturing bool  // Capture was called: the run ends it
 }
 
 // reconciled is what one comparison of a store2 snapshot with store3 found
@@ -27,9 +23,6 @@ type reconciled struct {
 	set, deleted int64
 	foreign      int      // keys under the prefix no record can produce
 	foreignKeys  []string // at most maxForeign of them
-	// skipped: the snapshot's marker says store2 did not change since the
-	// snapshot store3 equals; nothing was compared.
-	skipped bool
 }
 
 func (c *reconciled) changes() int64 { return c.set + c.deleted }
@@ -45,21 +38,12 @@ var maxDiffKeys int64 = 1 << 17
 // deletes for keys store2 no longer has. Before .done the prefix belongs to
 // the migration alone: store2 wins. Records that cannot be stored are
 // record failures (ErrRecordFailures), found before anything is written.
-// When mayskip and the snapshot's marker equals the one store3 was made
-// equal to, store2 did not change: nothing is compared.
-func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool) (res *reconciled, err error) {
+// It is the verification (apply false), and the catch-up round that
+// follows a TRUNCATE, which the change capture cannot name records for.
+func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *reconciled, err error) {
 	res = &reconciled{}
 	prefix := r.o.Prefix
 	b := r.newBatcher()
-	marker := r.marker(ctx, snap)
-	if mayskip && marker != "" && marker == r.cu.marker && r.cu.written != nil {
-		res.skipped = true
-		for _, t := range r.cu.written {
-			res.source.Merge(*t)
-		}
-		res.store = res.source
-		return res, nil
-	}
 
 	// store3 is listed while store2 is read: one is the Consul server's
 	// work, the other PostgreSQL's and this process's.
@@ -108,15 +92,6 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 	if listErr != nil {
 		return res, listErr
 	}
-	// store3 holds what this migration wrote, or someone else writes
-	// there: a migration that repaired that silently would hide a writer
-	// that ignores the lock.
-	if r.cu.written != nil {
-		if c := r.cu.written.firstDiffer(storeChunks); c != "" {
-			return res, fmt.Errorf("%w: store3 changed behind the migration's back: chunk %q under %q does not hold what the migration wrote there",
-				ErrMismatch, c, prefix)
-		}
-	}
 	var differ []string
 	for c, t := range storeChunks {
 		res.store.Merge(*t)
@@ -130,15 +105,9 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 		}
 	}
 	if len(differ) == 0 {
-		r.cu.written, r.cu.marker = srcChunks, marker // store3 equals this snapshot
 		return res, nil
 	}
 	slices.Sort(differ)
-	if apply {
-		// Unknown until every change is written: a round that fails half
-		// way leaves store3 between two states.
-		r.cu.written, r.cu.marker = nil, ""
-	}
 
 	var w *writers
 	send := func(*Batch) error { return nil }
@@ -156,11 +125,6 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply, mayskip bool)
 		differ = differ[n:]
 	}
 	if apply {
-		defer func() {
-			if err == nil {
-				r.cu.written, r.cu.marker = srcChunks, marker
-			}
-		}()
 		var se *sourceError
 		if errors.As(err, &se) {
 			err = w.wait(se.err)
@@ -246,35 +210,125 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 	return nil
 }
 
-// catchUpRound is one round of catch-up: a new snapshot, reconciled with
-// store3. A transient store2 failure takes another snapshot: a round can be
-// repeated, it only ever makes store3 equal a snapshot.
-func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, error) {
-	r.cu.rounds++
-	for attempt := 1; ; attempt++ {
-		snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
-		if err != nil {
-			return nil, err
+// applyChanges is a catch-up round on cs: the records the capture
+// recorded as changed are set in store3 as cs holds them, or deleted when
+// it holds none. It costs what changed, not the table. After a TRUNCATE,
+// which the capture records without the records, the round compares the
+// whole snapshot instead (reconcile).
+func (r *run) applyChanges(ctx context.Context, cs ChangeSnapshot) (*reconciled, error) {
+	res := &reconciled{}
+	b := r.newBatcher()
+	w := r.startWriters(ctx, b, "catch up", nil)
+	all, err := cs.Changed(w.ctx, func(rec *Record, present bool) error {
+		key, reason := CheckRecord(r.o.Prefix, rec, b)
+		switch {
+		case reason != "" && present:
+			r.fails.add(r.o.Log, rec, reason)
+			return nil
+		case reason != "":
+			return nil // never copied: nothing to delete
+		case !present:
+			res.deleted++
+			return w.send(b.AddDelete(key))
 		}
-		res, err := r.reconcile(ctx, snap, true, mayskip)
-		closeSnapshot(ctx, snap, r.o.Log)
+		res.set++
+		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
+	})
+	if err == nil {
+		err = w.send(b.Flush())
+	}
+	if err = w.wait(err); err != nil {
+		return res, err
+	}
+	if n, _ := r.fails.get(); n > 0 {
+		return res, r.fails.err(res.set + n)
+	}
+	if all {
+		r.o.Log.Warnf("store2 was truncated: catch-up round %d compares all of it", r.cu.rounds)
+		return r.reconcile(ctx, cs, true)
+	}
+	return res, nil
+}
+
+// changeRound opens a change snapshot and runs fn on it, taking a new one
+// when store2 fails transiently mid-stream: a round can be repeated, what
+// it reads is only forgotten once it was applied (consume).
+func (r *run) changeRound(ctx context.Context, consume bool, fn func(ChangeSnapshot) error) error {
+	for attempt := 1; ; attempt++ {
+		var cs ChangeSnapshot
+		err := r.retry(ctx, "open a store2 snapshot with its changes", func() error {
+			var err error
+			cs, err = r.freeze.fr.Changes(ctx)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		err = fn(cs)
+		if err == nil && consume {
+			if err = cs.Consume(ctx); err != nil {
+				err = readError(err)
+			}
+		}
+		closeSnapshot(ctx, cs, r.o.Log)
 		var se *sourceError
 		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
 			r.o.Log.Warnf("store2 failed mid-stream in catch-up round %d, taking a new snapshot (attempt %d of %d): %v", r.cu.rounds, attempt+1, r.o.Attempts, err)
 			if err := sleep(ctx, r.o.Retry.Max); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		r.cu.changed += res.changes()
-		if res.skipped {
-			r.o.Log.Infof("store2 did not change since the last snapshot: catch-up round %d compares nothing", r.cu.rounds)
-		}
-		logCatchUpRound(r.o.Log, r.cu.rounds, res)
-		return res, nil
+		return err
+	}
+}
+
+// catchUpRound is one round of catch-up before the freeze.
+func (r *run) catchUpRound(ctx context.Context) (*reconciled, error) {
+	r.cu.rounds++
+	var res *reconciled
+	err := r.changeRound(ctx, true, func(cs ChangeSnapshot) error {
+		var err error
+		res, err = r.applyChanges(ctx, cs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.cu.changed += res.changes()
+	logCatchUpRound(r.o.Log, r.cu.rounds, res)
+	return res, nil
+}
+
+// capture starts the change capture, before the copy's snapshot.
+func (r *run) capture(ctx context.Context) error {
+	r.cu.capturing = true
+	return r.retry(ctx, "capture the changes to store2", func() error {
+		return r.freeze.fr.Capture(ctx, r.fence.Session)
+	})
+}
+
+// endCapture drops this run's change capture when the run ends, whatever
+// the outcome: it served this migration's catch-up only. Detached from the
+// work's cancellation; a failure only costs a warning (the next migration,
+// run or unfreeze drops it).
+func (r *run) endCapture(ctx context.Context, why string) {
+	if !r.cu.capturing {
+		return
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
+	defer cancel()
+	var dropped bool
+	err := retry(tctx, Backoff{Min: r.o.Retry.Min, Max: r.o.Retry.Max, GiveUp: thawTimeout}, r.o.Log, "drop the change capture on store2", func() error {
+		var err error
+		dropped, err = r.freeze.fr.EndCapture(tctx, func(owner string) (bool, error) { return owner == r.fence.Session, nil })
+		return err
+	})
+	switch {
+	case err != nil:
+		r.o.Log.Warnf("the change capture on %s stays (trigger %s): %v; the next migrate, run or unfreeze drops it", r.freeze.fr.FrozenTable(), CaptureName, err)
+	case dropped:
+		logCaptureEnded(r.o.Log, r.freeze.fr.FrozenTable(), why)
 	}
 }
 
@@ -284,7 +338,7 @@ func (r *run) catchUpRound(ctx context.Context, mayskip bool) (*reconciled, erro
 func (r *run) catchUp(ctx context.Context) error {
 	r.status.setPhase(ctx, PhaseCatchingUp, 0, 0, r.now())
 	for range r.o.CatchUpRounds {
-		res, err := r.catchUpRound(ctx, true)
+		res, err := r.catchUpRound(ctx)
 		if err != nil {
 			return err
 		}
@@ -306,7 +360,7 @@ func (r *run) checkUnchanged(ctx context.Context, copied Tally) error {
 		return err
 	}
 	defer closeSnapshot(ctx, snap, r.o.Log)
-	res, err := r.reconcile(ctx, snap, false, true)
+	res, err := r.reconcile(ctx, snap, false)
 	if err != nil {
 		return err
 	}

@@ -65,35 +65,24 @@ func (r *run) wipe(ctx context.Context) error {
 
 // copy is steps 6 and 7: stream the snapshot into batches written by
 // InFlight workers. It returns the tally of the records it read and sent,
-// and waits for every worker before returning. What it wrote is kept chunk
-// by chunk, for the catch-up to tell store3 changed behind the migration's
-// back from store2 changed.
+// and waits for every worker before returning.
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
-	written := chunkTallies{}
-	r.cu.written, r.cu.marker = nil, ""
-	marker := r.marker(ctx, snap)
 	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
-		rel := key[len(r.o.Prefix):]
-		read.Add(rel, rec.Version, rec.Data)
-		written.add(rel, rec.Version, rec.Data)
+		read.Add(key[len(r.o.Prefix):], rec.Version, rec.Data)
 		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
 	})
 	if scanErr == nil {
 		scanErr = w.send(b.Flush())
 	}
-	err := w.wait(scanErr)
-	if err == nil {
-		r.cu.written, r.cu.marker = written, marker
-	}
-	return read, err
+	return read, w.wait(scanErr)
 }
 
 // chunkTallies tally records chunk by chunk (chunkID).
@@ -107,22 +96,6 @@ func (c chunkTallies) add(rel string, version int64, data []byte) {
 		c[id] = t
 	}
 	t.Add(rel, version, data)
-}
-
-// firstDiffer returns a chunk whose tally differs between c and o, "" when
-// none does.
-func (c chunkTallies) firstDiffer(o chunkTallies) string {
-	for id, t := range c {
-		if u := o[id]; u == nil || !u.Equal(*t) {
-			return id
-		}
-	}
-	for id := range o {
-		if c[id] == nil {
-			return id
-		}
-	}
-	return ""
 }
 
 func (r *run) newBatcher() *Batcher { return NewBatcher(r.limits, r.fence, r.o.InFlight+1) }

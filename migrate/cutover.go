@@ -15,15 +15,13 @@ type freezeState struct {
 	doneWritten bool      // .done exists: the freeze stays
 }
 
-// maxCutoverPasses bounds the catch-up passes against the frozen store2:
-// the first applies what changed since the last round, the second finds
-// nothing and is the verification. A third that still finds differences
-// means something else writes store3 or store2.
-const maxCutoverPasses = 3
-
-// cutover freezes store2 and catches up until a pass over the frozen store2
-// finds no difference: that pass is the verification (every chunk's count
-// and digest equal, hence the totals). It returns the frozen store2's tally.
+// cutover freezes store2, applies what the capture recorded before the
+// freeze (the last catch-up round) and verifies, on the same snapshot of
+// the frozen store2: every chunk's count and digest equal store3's, hence
+// the totals. It returns the frozen store2's tally. A difference then is
+// not caught up: only something other than this migration can have made
+// it (a writer under the prefix that ignores the lock, or a store2 write
+// the capture did not record), and the migration fails.
 //
 // The pass lists all of store3, even the chunks a verifier could have
 // listed while the copy still ran (issue 11 item 1, tried and measured):
@@ -38,11 +36,9 @@ const maxCutoverPasses = 3
 //   - It did not pay either, on this 2-core machine at 100,000 records:
 //     with 3 of the 4 buckets' chunks verified during the copy and reused,
 //     the pass still listed the last bucket and the empty chunks (0.6 to
-//     1 s) and read the frozen store2 (1.1 to 1.4 s), which the snapshot
-//     marker cannot skip (the freeze commits a transaction of its own);
-//     the listings during the copy compete with it for the Consul
-//     server's CPU. Wall time, median of 5 alternated runs: 0.92 of the
-//     copy-then-verify migration.
+//     1 s) and read the frozen store2 (1.1 to 1.4 s); the listings during
+//     the copy compete with it for the Consul server's CPU. Wall time,
+//     median of 5 alternated runs: 0.92 of the copy-then-verify migration.
 //
 // What the pass does instead is list store3 while it reads store2
 // (reconcile): the pass takes the longer of the two, not their sum.
@@ -60,26 +56,30 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 	logFrozen(o.Log, f.fr.FrozenTable())
 	// Only now: status and wait show the cutover phase as "store2 frozen".
 	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, 0, r.now())
-	for range maxCutoverPasses {
+	r.cu.rounds++
+	var last, v *reconciled
+	err = r.changeRound(ctx, false, func(cs ChangeSnapshot) error {
+		var err error
+		if last, err = r.applyChanges(ctx, cs); err != nil {
+			return err
+		}
 		passStart := time.Now()
-		res, err := r.catchUpRound(ctx, false) // the verification: never skipped
-		if err != nil {
-			return Tally{}, err
-		}
-		r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, res.changes(), r.now())
-		if res.changes() > 0 {
-			continue
-		}
 		r.times.cutover = passStart.Sub(start)
+		v, err = r.reconcile(ctx, cs, false)
 		r.times.verify = time.Since(passStart)
-		if res.foreign > 0 || !res.store.Equal(res.source) {
-			return Tally{}, fmt.Errorf("%w: frozen store2 has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
-				ErrMismatch, res.source.Count, res.source.Digest, res.store.Count, res.store.Digest, res.foreign, res.foreignKeys)
-		}
-		return res.source, nil
+		return err
+	})
+	if err != nil {
+		return Tally{}, err
 	}
-	return Tally{}, fmt.Errorf("%w: store3 still differs from the frozen store2 after %d catch-up passes: something else writes under %q or to store2",
-		ErrMismatch, maxCutoverPasses, o.Prefix)
+	r.cu.changed += last.changes()
+	logCatchUpRound(o.Log, r.cu.rounds, last)
+	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, last.changes(), r.now())
+	if v.changes() > 0 || v.foreign > 0 || !v.store.Equal(v.source) {
+		return Tally{}, fmt.Errorf("%w: the frozen store2 has %d records (%s), store3 holds %d (%s): %d to set, %d to delete, %d foreign keys %q; something other than this migration writes under %q",
+			ErrMismatch, v.source.Count, v.source.Digest, v.store.Count, v.store.Digest, v.set, v.deleted, v.foreign, v.foreignKeys, o.Prefix)
+	}
+	return v.source, nil
 }
 
 // thawTimeout bounds the unfreeze after a failure: it may wait for the

@@ -10,10 +10,17 @@ import (
 // function, in the table's schema.
 const FreezeName = "deployhook_store2_frozen"
 
-// Freezer is a Source that can freeze store2 for writes at cutover: every
-// write (insert, update, delete, truncate) is refused, with SQLSTATE 25006
-// and the message it was given, until Unfreeze. The online migration needs
-// it; an offline one does not.
+// CaptureName names the change capture: the trigger on the store2 table
+// that records which records writes change, until the cutover.
+const CaptureName = "deployhook_store2_capture"
+
+// Freezer is the store2 of an online migration. It records which records
+// change from the copy's snapshot on (the change capture), so that a
+// catch-up round costs what changed rather than the table, and freezes
+// store2 for writes at cutover: every write (insert, update, delete,
+// truncate) is refused, with SQLSTATE 25006 and the message it was given,
+// until Unfreeze. Capture and freeze need the same privileges; an offline
+// migration needs neither.
 type Freezer interface {
 	// Freeze freezes store2 and records owner (the migration's lock
 	// session) as the freeze's owner, replacing an earlier owner when it
@@ -30,11 +37,46 @@ type Freezer interface {
 	Unfreeze(ctx context.Context, decide func(owner string) (bool, error)) (bool, error)
 	// Frozen reports whether store2 is frozen, and by which owner.
 	Frozen(ctx context.Context) (owner string, frozen bool, err error)
-	// CanFreeze returns "" when the role may freeze and unfreeze store2,
-	// else the grant it lacks, as an operator would give it.
+	// CanFreeze returns "" when the role may capture, freeze and unfreeze
+	// store2, else the grant it lacks, as an operator would give it.
 	CanFreeze(ctx context.Context) (missing string, err error)
 	// FrozenTable names the table the freeze applies to, for messages.
 	FrozenTable() string
+
+	// Capture starts recording the keys of the records that writes change,
+	// owned by owner (the lock session), replacing an earlier capture and
+	// forgetting what it recorded. Like Freeze, it returns once every
+	// write transaction in flight has ended, so that a snapshot opened
+	// after it sees every write the capture did not record; a wait that
+	// lasts too long fails with a Transient error.
+	Capture(ctx context.Context, owner string) error
+	// Changes opens a snapshot that also reads what the capture recorded
+	// before it.
+	Changes(ctx context.Context) (ChangeSnapshot, error)
+	// EndCapture drops the capture and what it recorded when decide,
+	// called with its owner while no capture or freeze can start, returns
+	// true. It reports whether one was dropped; decide is not called when
+	// there is none.
+	EndCapture(ctx context.Context, decide func(owner string) (bool, error)) (bool, error)
+	// Capturing reports whether a capture records changes, and its owner.
+	Capturing(ctx context.Context) (owner string, capturing bool, err error)
+}
+
+// ChangeSnapshot is a snapshot of store2 with the changes the capture
+// recorded before it.
+type ChangeSnapshot interface {
+	Snapshot
+	// Changed calls fn once for every record the capture recorded as
+	// changed, in (bucket, key) byte order, as the snapshot holds it;
+	// present is false when the snapshot holds no such record (deleted),
+	// and then only Bucket and Key are set. When what was recorded cannot
+	// name the records (a TRUNCATE), it calls nothing and returns all: the
+	// whole snapshot must be compared.
+	Changed(ctx context.Context, fn func(rec *Record, present bool) error) (all bool, err error)
+	// Consume ends the snapshot and forgets what Changed returned: a later
+	// ChangeSnapshot returns only what changed since. Close without
+	// Consume forgets nothing.
+	Consume(ctx context.Context) error
 }
 
 // Sentinels of the online migration.
@@ -85,6 +127,39 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 	if log == nil {
 		log = discard{}
 	}
+	cerr := endOrphanCapture(ctx, fr, kv, prefix, why, log)
+	dropped, err := unfreeze(ctx, fr, kv, prefix, acceptRevert, why, log)
+	return dropped, errors.Join(err, cerr)
+}
+
+// endOrphanCapture drops a change capture whose owner does not hold the
+// lock: a migration that ended, or was killed, before its cutover. It only
+// recorded keys for that migration's catch-up, and only the lock holder
+// can still use it.
+func endOrphanCapture(ctx context.Context, fr Freezer, kv KV, prefix, why string, log Logger) error {
+	// A cheap read first, as for the freeze.
+	if _, on, err := fr.Capturing(ctx); err != nil {
+		return fmt.Errorf("read the change capture on store2 (%s): %w", fr.FrozenTable(), err)
+	} else if !on {
+		return nil
+	}
+	dropped, err := fr.EndCapture(ctx, func(owner string) (bool, error) {
+		lock, err := kv.Get(ctx, LockKey(prefix))
+		if err != nil {
+			return false, fmt.Errorf("read %q: %w", LockKey(prefix), err)
+		}
+		return lock == nil || lock.Session == "" || lock.Session != owner, nil
+	})
+	if err != nil {
+		return fmt.Errorf("drop the change capture on store2 (%s): %w", fr.FrozenTable(), err)
+	}
+	if dropped {
+		logCaptureEnded(log, fr.FrozenTable(), why)
+	}
+	return nil
+}
+
+func unfreeze(ctx context.Context, fr Freezer, kv KV, prefix string, acceptRevert bool, why string, log Logger) (bool, error) {
 	// A cheap read first: the unfreeze itself locks the table against
 	// writers, which `run` must not do on every deploy.
 	if _, frozen, err := fr.Frozen(ctx); err != nil {
@@ -123,26 +198,4 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 		logUnfrozen(log, why)
 	}
 	return dropped, refused
-}
-
-// SnapshotMarker is a Snapshot that can tell cheaply whether store2 changed
-// between two snapshots: two snapshots with equal markers see the same
-// records. Markers may differ although the records did not (a marker may
-// cover more than the table); they never match when the records differ.
-type SnapshotMarker interface {
-	Marker(ctx context.Context) (string, error)
-}
-
-// marker returns snap's marker, "" when it has none.
-func (r *run) marker(ctx context.Context, snap Snapshot) string {
-	m, ok := snap.(SnapshotMarker)
-	if !ok {
-		return ""
-	}
-	s, err := m.Marker(ctx)
-	if err != nil {
-		r.o.Log.Warnf("read the store2 snapshot's marker: %v (comparing in full)", err)
-		return ""
-	}
-	return s
 }

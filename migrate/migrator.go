@@ -202,6 +202,7 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 		cancel(nil)
 		r.release(ctx, lock) // 9.
 		r.thaw(ctx, err)     // a freeze without .done
+		r.endCapture(ctx, endedBecause(err))
 	}()
 
 	// 3. Under the lock: done meanwhile, or failed elsewhere meanwhile.
@@ -244,6 +245,13 @@ func (m *Migrator) Run(ctx context.Context) (res *Result, err error) {
 func (r *run) migrate(ctx context.Context) (*Result, error) {
 	o := r.o
 	res := &Result{}
+	// Online, the change capture starts before the copy's snapshot: every
+	// write that snapshot misses is recorded for the catch-up.
+	if !o.Offline {
+		if err := r.capture(ctx); err != nil {
+			return res, err
+		}
+	}
 	read, err := r.copyPhase(ctx)
 	res.Migrated = r.counts.done.Load()
 	res.Failed, res.FailedRecords = r.fails.get()
@@ -464,6 +472,17 @@ func logFrozen(log Logger, table string) {
 }
 
 func logUnfrozen(log Logger, why string) { log.Warnf("store2 unfrozen: %s", why) }
+
+func endedBecause(err error) string {
+	if err != nil {
+		return fmt.Sprintf("the migration ended without .done: %v", err)
+	}
+	return "the migration is done"
+}
+
+func logCaptureEnded(log Logger, table, why string) {
+	log.Infof("change capture on %s dropped (trigger %s): %s", table, CaptureName, why)
+}
 
 func logFrozenFor(log Logger, d time.Duration) {
 	log.Infof("store2 was frozen for %s (freeze to .done); it stays frozen: its components now use store3", d)

@@ -29,13 +29,11 @@ type Source struct {
 	UnfreezeErr func() error
 	// FreezeMissing is what CanFreeze returns: the grant the role lacks.
 	FreezeMissing string
-	// NoMarker makes snapshots return no marker: every catch-up round
-	// compares in full.
-	NoMarker bool
-
 	mu      sync.Mutex
 	records []migrate.Record
-	gen     int // counts the changes: a snapshot's marker
+	changes []change // what the capture recorded, oldest first
+	seq     int64    // the last change's number
+	capture string   // the capture's owner, "" when none
 	opened  int
 	freezes int
 	frozen  bool
@@ -87,7 +85,7 @@ func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
 	// Copy on write: snapshots hold the old slice.
 	s.records = slices.Clone(s.records)
 	s.insertLocked(r)
-	s.gen++
+	s.recordLocked(r.Bucket, r.Key, false)
 	return nil
 }
 
@@ -102,7 +100,7 @@ func (s *Source) Delete(ctx context.Context, bucket, key string) (bool, error) {
 	i, found := slices.BinarySearchFunc(s.records, migrate.Record{Bucket: bucket, Key: key}, compareRecords)
 	if found {
 		s.records = slices.Delete(slices.Clone(s.records), i, i+1)
-		s.gen++
+		s.recordLocked(bucket, key, false)
 	}
 	return found, nil
 }
@@ -195,14 +193,14 @@ func (s *Source) Snapshot(ctx context.Context) (migrate.Snapshot, error) {
 	s.mu.Lock()
 	s.opened++
 	n := s.opened
-	recs, gen := s.records, s.gen
+	recs := s.records
 	s.mu.Unlock()
 	if s.OpenErr != nil {
 		if err := s.OpenErr(n); err != nil {
 			return nil, err
 		}
 	}
-	return &snapshot{src: s, n: n, records: recs, gen: gen}, nil
+	return &snapshot{src: s, n: n, records: recs}, nil
 }
 
 // NeverUsed is a source whose database does not exist.
@@ -217,16 +215,7 @@ type snapshot struct {
 	src     *Source
 	n       int
 	records []migrate.Record
-	gen     int
 	closed  bool
-}
-
-// Marker implements migrate.SnapshotMarker, unless the source's NoMarker.
-func (s *snapshot) Marker(ctx context.Context) (string, error) {
-	if s.src.NoMarker {
-		return "", nil
-	}
-	return fmt.Sprint(s.gen), nil
 }
 
 func (s *snapshot) Count(ctx context.Context) (int64, error) {
@@ -263,5 +252,150 @@ func (s *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) err
 
 func (s *snapshot) Close(ctx context.Context) error {
 	s.closed = true
+	return nil
+}
+
+// change is one write the capture recorded: a key, or a truncate.
+type change struct {
+	seq      int64
+	bucket   string
+	key      string
+	truncate bool
+}
+
+func (s *Source) recordLocked(bucket, key string, truncate bool) {
+	if s.capture == "" {
+		return
+	}
+	s.seq++
+	s.changes = append(s.changes, change{seq: s.seq, bucket: bucket, key: key, truncate: truncate})
+}
+
+// Truncate deletes every record, as TRUNCATE does: the capture records it
+// without the records. A frozen source refuses it with ErrFrozen.
+func (s *Source) Truncate(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.frozen {
+		return fmt.Errorf("%w: %s", ErrFrozen, s.message)
+	}
+	s.records = nil
+	s.recordLocked("", "", true)
+	return nil
+}
+
+// Capture implements migrate.Freezer.
+func (s *Source) Capture(ctx context.Context, owner string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.capture, s.changes = owner, nil
+	return nil
+}
+
+// Capturing implements migrate.Freezer.
+func (s *Source) Capturing(ctx context.Context) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.capture, s.capture != "", nil
+}
+
+// EndCapture implements migrate.Freezer.
+func (s *Source) EndCapture(ctx context.Context, decide func(owner string) (bool, error)) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.capture == "" {
+		return false, nil
+	}
+	ok, err := decide(s.capture)
+	if err != nil || !ok {
+		return false, err
+	}
+	s.capture, s.changes = "", nil
+	return true, nil
+}
+
+// Recorded returns how many changes the capture holds, not yet consumed.
+func (s *Source) Recorded() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.changes)
+}
+
+// Changes implements migrate.Freezer: a snapshot, and the changes recorded
+// before it. OpenErr applies to it as to Snapshot.
+func (s *Source) Changes(ctx context.Context) (migrate.ChangeSnapshot, error) {
+	s.mu.Lock()
+	s.opened++
+	n := s.opened
+	s.mu.Unlock()
+	if s.OpenErr != nil {
+		if err := s.OpenErr(n); err != nil {
+			return nil, err
+		}
+	}
+	// The records and the changes in one critical section: a change the
+	// snapshot sees is a record it sees, as in one transaction.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.capture == "" {
+		return nil, errors.New("no change capture")
+	}
+	snap := &snapshot{src: s, n: n, records: s.records}
+	return &changeSnapshot{snapshot: snap, changes: slices.Clone(s.changes), seq: s.seq}, nil
+}
+
+type changeSnapshot struct {
+	*snapshot
+	changes []change
+	seq     int64 // the last change the snapshot sees
+}
+
+// Changed implements migrate.ChangeSnapshot.
+func (c *changeSnapshot) Changed(ctx context.Context, fn func(rec *migrate.Record, present bool) error) (bool, error) {
+	type id struct{ bucket, key string }
+	keys := map[id]bool{}
+	for _, ch := range c.changes {
+		if ch.truncate {
+			return true, nil
+		}
+		keys[id{ch.bucket, ch.key}] = true
+	}
+	sorted := make([]migrate.Record, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, migrate.Record{Bucket: k.bucket, Key: k.key})
+	}
+	slices.SortFunc(sorted, compareRecords)
+	for _, k := range sorted {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		i, found := slices.BinarySearchFunc(c.records, k, compareRecords)
+		rec := k
+		if found {
+			rec = c.records[i]
+			rec.Data = slices.Clone(rec.Data)
+		}
+		if err := fn(&rec, found); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// Consume implements migrate.ChangeSnapshot.
+func (c *changeSnapshot) Consume(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s := c.src
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes = slices.DeleteFunc(s.changes, func(ch change) bool { return ch.seq <= c.seq })
 	return nil
 }

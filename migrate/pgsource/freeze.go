@@ -51,7 +51,8 @@ func (s *Source) FrozenTable() string { return s.table.String() }
 
 // Freeze implements migrate.Freezer.
 func (s *Source) Freeze(ctx context.Context, owner, message string) error {
-	return s.locked(ctx, "freeze "+s.String(), func(tx pgx.Tx, fn string) error {
+	return s.locked(ctx, "freeze "+s.String(), func(tx pgx.Tx, n names) error {
+		fn := n.freezeFn
 		if _, err := tx.Exec(ctx, `CREATE OR REPLACE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS $deployhook$`+raisingBody+`$deployhook$`); err != nil {
 			return err
 		}
@@ -74,7 +75,8 @@ func (s *Source) Freeze(ctx context.Context, owner, message string) error {
 // Unfreeze implements migrate.Freezer.
 func (s *Source) Unfreeze(ctx context.Context, decide func(owner string) (bool, error)) (bool, error) {
 	dropped := false
-	err := s.locked(ctx, "unfreeze "+s.String(), func(tx pgx.Tx, fn string) error {
+	err := s.locked(ctx, "unfreeze "+s.String(), func(tx pgx.Tx, n names) error {
+		fn := n.freezeFn
 		owner, frozen, err := s.frozen(ctx, tx)
 		if err != nil || !frozen {
 			return err
@@ -82,17 +84,8 @@ func (s *Source) Unfreeze(ctx context.Context, decide func(owner string) (bool, 
 		if ok, err := decide(owner); err != nil || !ok {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SAVEPOINT deployhook_unfreeze`); err != nil {
+		if _, err := dropTriggers(ctx, tx, s.quoted, migrate.FreezeName); err != nil {
 			return err
-		}
-		if _, err := tx.Exec(ctx, `DROP TRIGGER `+migrate.FreezeName+` ON `+s.quoted); err != nil {
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // insufficient_privilege: not the table's owner
-				return err
-			}
-			if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT deployhook_unfreeze`); err != nil {
-				return err
-			}
 		}
 		// Dropped or not, the function raises no more: a trigger that
 		// could not be dropped stays inert.
@@ -129,17 +122,23 @@ type querier interface {
 // frozen reads whether the trigger exists with the raising function, and
 // the owner the function's comment names.
 func (s *Source) frozen(ctx context.Context, q querier) (owner string, frozen bool, err error) {
-	var body string
+	body, owner, exists, err := s.trigger(ctx, q, migrate.FreezeName)
+	return owner, exists && body == raisingBody, err
+}
+
+// trigger reads the body of the function the trigger name on the table
+// calls, and the function's comment (the owner).
+func (s *Source) trigger(ctx context.Context, q querier, name string) (body, owner string, exists bool, err error) {
 	err = q.QueryRow(ctx, `SELECT p.prosrc, coalesce(obj_description(p.oid, 'pg_proc'), '')
 		FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-		WHERE t.tgrelid = $1::text::regclass AND t.tgname = $2`, s.quoted, migrate.FreezeName).Scan(&body, &owner)
+		WHERE t.tgrelid = $1::text::regclass AND t.tgname = $2`, s.quoted, name).Scan(&body, &owner)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, nil
+		return "", "", false, nil
 	}
 	if err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
-	return owner, body == raisingBody, nil
+	return body, owner, true, nil
 }
 
 // CanFreeze implements migrate.Freezer: the table's owner may, and so may a
@@ -178,10 +177,33 @@ func (s *Source) CanFreeze(ctx context.Context) (string, error) {
 		who, table, strings.Join(missing, "; ")), nil
 }
 
+// names are the quoted names of what the freeze and the capture create in
+// the table's schema. The capture's are the table's OID's: two store2
+// tables in one schema get captures of their own.
+type names struct {
+	freezeFn  string // the freeze's function
+	captureFn string // the capture's function
+	log       string // the table the capture records changes in
+}
+
+func (s *Source) names(ctx context.Context, q querier) (names, error) {
+	var schema string
+	var oid uint32
+	if err := q.QueryRow(ctx, `SELECT n.nspname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = $1::text::regclass`, s.quoted).Scan(&schema, &oid); err != nil {
+		return names{}, err
+	}
+	return names{
+		freezeFn:  pgx.Identifier{schema, migrate.FreezeName}.Sanitize(),
+		captureFn: pgx.Identifier{schema, fmt.Sprintf("%s_%d", migrate.CaptureName, oid)}.Sanitize(),
+		log:       pgx.Identifier{schema, fmt.Sprintf("deployhook_store2_changes_%d", oid)}.Sanitize(),
+	}, nil
+}
+
 // locked runs fn in a transaction that holds the table's SHARE ROW
-// EXCLUSIVE lock, with fn the quoted name of the freeze's function. A lock
-// not granted within the lock timeout is migrate.Transient.
-func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, function string) error) error {
+// EXCLUSIVE lock. A lock not granted within the lock timeout is
+// migrate.Transient.
+func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, n names) error) error {
 	c, err := s.connect(ctx)
 	if err != nil {
 		return err
@@ -194,12 +216,11 @@ func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, fun
 		if _, err := tx.Exec(ctx, `LOCK TABLE `+s.quoted+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 			return err
 		}
-		var schema string
-		if err := tx.QueryRow(ctx, `SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.oid = $1::text::regclass`, s.quoted).Scan(&schema); err != nil {
+		n, err := s.names(ctx, tx)
+		if err != nil {
 			return err
 		}
-		return fn(tx, pgx.Identifier{schema, migrate.FreezeName}.Sanitize())
+		return fn(tx, n)
 	})
 	if err == nil {
 		return nil
@@ -226,19 +247,4 @@ func ident(s string) string {
 // standard_conforming_strings says.
 func quoteLiteral(s string) string {
 	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-var _ migrate.SnapshotMarker = (*snapshot)(nil)
-
-// Marker implements migrate.SnapshotMarker: the transaction's snapshot
-// (xmin:xmax:in-progress xids). Two equal ones saw no transaction commit
-// between them, anywhere on the server: store2 did not change. Writes to
-// other tables or databases make them differ, which only costs a full
-// comparison.
-func (sn *snapshot) Marker(ctx context.Context) (string, error) {
-	var m string
-	if err := sn.tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&m); err != nil {
-		return "", sn.s.wrap(ctx, "read the snapshot of "+sn.s.String(), err)
-	}
-	return m, nil
 }

@@ -10,6 +10,7 @@ package pgsource
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -208,13 +209,13 @@ func (sn *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) er
 		if len(raw) != 4 || raw[0] == nil || raw[1] == nil || raw[2] == nil || raw[3] == nil {
 			return fmt.Errorf("%s: a row with a NULL column", what)
 		}
-		if len(raw[2]) != 8 {
-			return fmt.Errorf("%s: version of %d bytes, want a binary bigint", what, len(raw[2]))
+		v, err := version(raw[2])
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		rec.Bucket = string(raw[0])
 		rec.Key = string(raw[1])
-		rec.Version = int64(uint64(raw[2][0])<<56 | uint64(raw[2][1])<<48 | uint64(raw[2][2])<<40 | uint64(raw[2][3])<<32 |
-			uint64(raw[2][4])<<24 | uint64(raw[2][5])<<16 | uint64(raw[2][6])<<8 | uint64(raw[2][7]))
+		rec.Version = v
 		rec.Data = raw[3]
 		if err := fn(&rec); err != nil {
 			return err
@@ -224,6 +225,14 @@ func (sn *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) er
 		return sn.s.wrap(ctx, what, err)
 	}
 	return nil
+}
+
+// version decodes a binary bigint.
+func version(raw []byte) (int64, error) {
+	if len(raw) != 8 {
+		return 0, fmt.Errorf("version of %d bytes, want a binary bigint", len(raw))
+	}
+	return int64(binary.BigEndian.Uint64(raw)), nil
 }
 
 func (sn *snapshot) Close(ctx context.Context) error {
