@@ -29,16 +29,16 @@ type Source struct {
 	UnfreezeErr func() error
 	// FreezeMissing is what CanFreeze returns: the grant the role lacks.
 	FreezeMissing string
-	mu      sync.Mutex
-	records []migrate.Record
-	changes []change // what the capture recorded, oldest first
-	seq     int64    // the last change's number
-	capture string   // the capture's owner, "" when none
-	opened  int
-	freezes int
-	frozen  bool
-	owner   string
-	message string
+	mu            sync.Mutex
+	records       []migrate.Record
+	changes       []change // what the capture recorded, oldest first
+	seq           int64    // the last change's number
+	capture       string   // the capture's owner, "" when none
+	opened        int
+	freezes       int
+	frozen        bool
+	owner         string
+	message       string
 }
 
 // ErrFrozen is a write refused because the source is frozen; the error's
