@@ -87,8 +87,8 @@ func readStore2(t testing.TB, pg *harness.Postgres, db string) []migrate.Record 
 	return clitest.ReadStore2(t, pg, db, table)
 }
 
-// triggers returns the names of the freeze triggers on db's table (the
-// row trigger deployhook_store2_frozen and its TRUNCATE companion).
+// triggers returns the names of deployhook's triggers on db's table: the
+// freeze and the change capture's two.
 func triggers(t testing.TB, pg *harness.Postgres, db string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -284,6 +284,7 @@ func checkMigrated(t *testing.T, m migrated) stats {
 	if !frozen(t, m.env.PG, m.db) {
 		t.Errorf("store2 is not frozen after .done (triggers %v on %s): a component still on store2 would write into the void", triggers(t, m.env.PG, m.db), table)
 	}
+	checkNoCapture(t, m.env.PG, m.db, "after .done")
 
 	checkAcked(t, m.writes, m.prefix, got, store2)
 
@@ -420,6 +421,29 @@ func checkNoAckWhileFrozen(t *testing.T, writes []write, from, until time.Time) 
 	return n
 }
 
+// checkNoCapture checks that the change capture is gone: no capture
+// trigger that records (a role that does not own the table leaves them
+// inert), no log table (it would grow with every write).
+func checkNoCapture(t testing.TB, pg *harness.Postgres, db, when string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	var triggers, logs int
+	if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+			WHERE t.tgname LIKE 'deployhook_store2_capture%' AND p.prosrc <> ' BEGIN RETURN NULL; END '),
+		(SELECT count(*) FROM pg_class WHERE relname LIKE 'deployhook_store2_changes%')`).Scan(&triggers, &logs); err != nil {
+		t.Fatal(err)
+	}
+	if triggers+logs != 0 {
+		t.Errorf("the change capture is left %s: %d triggers, %d log tables", when, triggers, logs)
+	}
+}
+
 // checkWritable checks that store2 took writes after tm: no freeze
 // trigger, and every write that started after tm (at least n of them,
 // waited for) was acked.
@@ -428,6 +452,7 @@ func checkWritable(t *testing.T, env *clitest.Env, w *writerProc, db string, tm 
 	if frozen(t, env.PG, db) {
 		t.Errorf("store2 still frozen (triggers %v) after the migration ended without .done", triggers(t, env.PG, db))
 	}
+	checkNoCapture(t, env.PG, db, "after the migration ended without .done")
 	ws := w.waitWritesAfter(tm, n, "store2 writable again")
 	bad := &errorf{t: t, what: "STORE2 NOT WRITABLE"}
 	for _, x := range ws {
@@ -439,16 +464,21 @@ func checkWritable(t *testing.T, env *clitest.Env, w *writerProc, db string, tm 
 }
 
 // freezeListener reports the commit of the freeze: an event trigger in db
-// notifies a channel when a CREATE TRIGGER commits, and PostgreSQL delivers
-// a notification only once its transaction has committed. The freeze is
-// the only CREATE TRIGGER these tests run.
+// notifies a channel when a CREATE TRIGGER of the freeze's trigger commits
+// (not the change capture's), and PostgreSQL delivers a notification only
+// once its transaction has committed.
 func freezeListener(t testing.TB, pg *harness.Postgres, db string) <-chan time.Time {
 	t.Helper()
 	ctx := context.Background()
 	ch := "deployhook_test_freeze_" + db
 	if err := pg.Exec(ctx, db, fmt.Sprintf(`
 CREATE OR REPLACE FUNCTION deployhook_test_notify_freeze() RETURNS event_trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_notify(%s, tg_tag); END $$;
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT object_identity FROM pg_event_trigger_ddl_commands() LOOP
+    IF r.object_identity LIKE 'deployhook_store2_frozen on %%' THEN PERFORM pg_notify(%s, r.object_identity); END IF;
+  END LOOP;
+END $$;
 DROP EVENT TRIGGER IF EXISTS deployhook_test_notify_freeze;
 CREATE EVENT TRIGGER deployhook_test_notify_freeze ON ddl_command_end WHEN TAG IN ('CREATE TRIGGER')
   EXECUTE FUNCTION deployhook_test_notify_freeze();`, quoteLiteral(ch))); err != nil {
