@@ -250,6 +250,11 @@ runs:
 		logf("in-process migrate under the profiler (InFlight %d, 0 = default): %s; %.0f records/s in the copy; go tool pprof -top %s",
 			*flagInFlight, ph, float64(n)/ph.copy.Seconds(), *flagProfile)
 	}
+	if *flagAB != "" && runErr == nil {
+		if err := b.abCompare(ctx, single, *flagAB); err != nil {
+			return err
+		}
+	}
 	if *flagCompare > 0 && runErr == nil {
 		if err := compareInFlight(ctx, pg, single.addr, single.client, n); err != nil {
 			return err

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+)
+
+var (
+	flagAB     = flag.String("ab", "", "after the runs, alternate on the single server the default migration of this build and of the deployhook binary `BIN` (an earlier build, say), -ab-runs times each, and print the median of the per-pair ratios")
+	flagABRuns = flag.Int("ab-runs", 5, "pairs of the -ab comparison")
+)
+
+// abCompare alternates the default migration of b.bin and of other on t,
+// swapping which goes first in every pair so that a drift of the machine
+// weighs on both, and prints each pair and the medians.
+func (b *bencher) abCompare(ctx context.Context, t *topology, other string) error {
+	o := *b
+	o.bin = other
+	var this, that, ratios []float64
+	for i := 1; i <= *flagABRuns; i++ {
+		order := []*bencher{b, &o}
+		if i%2 == 0 {
+			order[0], order[1] = order[1], order[0]
+		}
+		walls := map[*bencher]time.Duration{}
+		for _, x := range order {
+			if err := x.reset(ctx, t); err != nil {
+				return err
+			}
+			r, err := x.migrate(ctx, t, nil, int64(b.n))
+			if err != nil {
+				return fmt.Errorf("%s: %w", x.bin, err)
+			}
+			walls[x] = r.wall
+			logf("a/b pair %d: %s: %s wall; phases: %s", i, x.bin, r.wall.Round(time.Millisecond), r.phases)
+		}
+		this = append(this, walls[b].Seconds())
+		that = append(that, walls[&o].Seconds())
+		ratios = append(ratios, walls[&o].Seconds()/walls[b].Seconds())
+	}
+	fmt.Printf("\nA/B on %s, default migration, %d alternated pairs:\n\n| binary | wall, median |\n| --- | ---: |\n| %s (this build) | %.2f s |\n| %s | %.2f s |\n| speed-up of this build (median of per-pair ratios of wall times) | %.3f× |\n",
+		t.name(), *flagABRuns, b.bin, median(this), other, median(that), median(ratios))
+	return b.reset(ctx, t)
+}
