@@ -331,7 +331,7 @@ func loadFixture(path string) ([]migrate.Record, error) {
 }
 
 // grepFor are the log lines of the runbook's step 9.
-var grepFor = []string{"store2 -> store3", "already been performed", "Catch-up round", "store2 frozen", "store2 was frozen", "store2 unfrozen"}
+var grepFor = []string{"store2 -> store3", "already been performed", "Catch-up round", "store2 frozen", "store2 was frozen", "store2 unfrozen", "change capture"}
 
 // grepLogs prints, like `grep -H`, the migration lines of every log file.
 func grepLogs(dir string) error {
