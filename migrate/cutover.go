@@ -158,5 +158,5 @@ func (r *run) canFreeze(ctx context.Context) (string, error) {
 // phaseTimes are the durations of the phases, logged on success for the
 // benchmark.
 type phaseTimes struct {
-	open, wipe, copy, catchUp, cutover, verify, done time.Duration
+	capture, open, wipe, copy, catchUp, cutover, verify, done time.Duration
 }

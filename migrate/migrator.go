@@ -248,9 +248,11 @@ func (r *run) migrate(ctx context.Context) (*Result, error) {
 	// Online, the change capture starts before the copy's snapshot: every
 	// write that snapshot misses is recorded for the catch-up.
 	if !o.Offline {
+		start := time.Now()
 		if err := r.capture(ctx); err != nil {
 			return res, err
 		}
+		r.times.capture = time.Since(start)
 	}
 	read, err := r.copyPhase(ctx)
 	res.Migrated = r.counts.done.Load()
@@ -490,6 +492,6 @@ func logFrozenFor(log Logger, d time.Duration) {
 
 // logPhaseTimings is the line the benchmark parses.
 func logPhaseTimings(log Logger, t phaseTimes, res *Result) {
-	log.Infof("Phase timings: open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s)",
-		t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor)
+	log.Infof("Phase timings: capture=%s open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s)",
+		t.capture, t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor)
 }

@@ -94,7 +94,7 @@ func TestOnlineCatchUpAppliesChangesMadeDuringCopy(t *testing.T) {
 	if !strings.HasSuffix(line, fmt.Sprintf("records migrated: %d, records failed: 0)", 300+5-4)) {
 		t.Fatalf("line %q", line)
 	}
-	e.log.find(t, "Phase timings: open=")
+	e.log.find(t, "Phase timings: capture=")
 	if res.Rounds != 3 || res.CaughtUp != 12 || res.Migrated != 301 || st.Done.FrozenFor == "" {
 		t.Fatalf("result %+v, .done %+v", res, st.Done)
 	}

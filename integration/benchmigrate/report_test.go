@@ -9,7 +9,7 @@ import (
 )
 
 const phaseLog = `2026-12-02 05:40:01.000000 INFO Starting store2 -> store3 migration...
-2026-12-02 05:40:05.000000 INFO Phase timings: open=12ms wipe=3.5ms copy=2.9s catch-up=410ms cutover=120ms verify=800ms done=4ms (catch-up rounds: 2, records caught up: 734, frozen for: 1.25s)
+2026-12-02 05:40:05.000000 INFO Phase timings: capture=30ms open=12ms wipe=3.5ms copy=2.9s catch-up=410ms cutover=120ms verify=800ms done=4ms (catch-up rounds: 2, records caught up: 734, frozen for: 1.25s)
 2026-12-02 05:40:05.000000 INFO Migrated store2 -> store3 (took: 4.3s, records migrated: 100000, records failed: 0)
 `
 
@@ -21,7 +21,7 @@ func TestParsePhases(t *testing.T) {
 	if p == nil {
 		t.Fatal("no phases parsed")
 	}
-	want := map[string]time.Duration{"open": 12 * time.Millisecond, "wipe": 3500 * time.Microsecond, "copy": 2900 * time.Millisecond,
+	want := map[string]time.Duration{"capture": 30 * time.Millisecond, "open": 12 * time.Millisecond, "wipe": 3500 * time.Microsecond, "copy": 2900 * time.Millisecond,
 		"catch-up": 410 * time.Millisecond, "cutover": 120 * time.Millisecond, "verify": 800 * time.Millisecond, "done": 4 * time.Millisecond}
 	for name, d := range want {
 		if got, ok := p.get(name); !ok || got != d {
@@ -31,7 +31,7 @@ func TestParsePhases(t *testing.T) {
 	if p.rounds != 2 || p.caughtUp != 734 || p.frozenFor != 1250*time.Millisecond {
 		t.Errorf("rounds %d, caught up %d, frozen %v; want 2, 734, 1.25s", p.rounds, p.caughtUp, p.frozenFor)
 	}
-	if got, want := p.sum(), 4249500*time.Microsecond; got != want {
+	if got, want := p.sum(), 4279500*time.Microsecond; got != want {
 		t.Errorf("sum %v, want %v", got, want)
 	}
 }

@@ -281,7 +281,10 @@ type phaseSplit struct {
 }
 
 // phaseNames are the phases the "Phase timings" line reports, in order.
-var phaseNames = []string{"open", "wipe", "copy", "catch-up", "cutover", "verify", "done"}
+// Builds before the change capture log no capture=.
+var phaseNames = []string{"capture", "open", "wipe", "copy", "catch-up", "cutover", "verify", "done"}
+
+func optionalPhase(name string) bool { return name == "capture" }
 
 var (
 	phaseLineRE = regexp.MustCompile(`Phase timings: ((?:[a-z-]+=\S+ ?)+) \(catch-up rounds: (\d+), records caught up: (\d+), frozen for: ([^)]+)\)`)
@@ -310,7 +313,7 @@ func parsePhases(log string) (*phaseSplit, error) {
 		p.durs = append(p.durs, d)
 	}
 	for _, name := range phaseNames {
-		if _, ok := p.get(name); !ok {
+		if _, ok := p.get(name); !ok && !optionalPhase(name) {
 			return nil, fmt.Errorf("phase line %q: no %s=", line, name)
 		}
 	}

@@ -209,10 +209,22 @@ func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, n n
 		return err
 	}
 	defer c.Close(context.Background())
+	timeout := s.freezeLockTimeout
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", s.freezeLockTimeout.Milliseconds())); err != nil {
+		// At least deadlock_timeout and a little more: an autovacuum of
+		// the table holds a lock that conflicts with ours, and PostgreSQL
+		// cancels it once a lock request has waited deadlock_timeout. A
+		// shorter timeout gives up just before, again and again until the
+		// vacuum ends (4 s right after a bulk load of 1,000,000 records).
+		var ms int64
+		if err := tx.QueryRow(ctx, `SELECT greatest($1::bigint, (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 1000)::bigint + 200)`,
+			s.freezeLockTimeout.Milliseconds()).Scan(&ms); err != nil {
 			return err
 		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", ms)); err != nil {
+			return err
+		}
+		timeout = time.Duration(ms) * time.Millisecond
 		if _, err := tx.Exec(ctx, `LOCK TABLE `+s.quoted+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 			return err
 		}
@@ -227,7 +239,7 @@ func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, n n
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
-		return migrate.Transient(s.scrub(fmt.Errorf("%s: writers in flight held the table past the lock timeout of %s: %w", what, s.freezeLockTimeout, err)))
+		return migrate.Transient(s.scrub(fmt.Errorf("%s: writers in flight held the table past the lock timeout of %s: %w", what, timeout, err)))
 	}
 	return s.wrap(ctx, what, err)
 }

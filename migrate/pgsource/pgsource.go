@@ -37,8 +37,10 @@ type Config struct {
 	Table string
 	// ConnectTimeout applies when the URL sets none (default 10s).
 	ConnectTimeout time.Duration
-	// FreezeLockTimeout bounds one attempt of the freeze to wait for the
-	// writers in flight (default DefaultFreezeLockTimeout).
+	// FreezeLockTimeout bounds one attempt of the freeze (and of the
+	// change capture) to wait for the writers in flight (default
+	// DefaultFreezeLockTimeout); the server's deadlock_timeout plus 200 ms
+	// when that is longer, so that an autovacuum in the way is cancelled.
 	FreezeLockTimeout time.Duration
 }
 
