@@ -374,10 +374,16 @@ func TestUnfreeze(t *testing.T) {
 	if err := e.src.Freeze(ctx, lock.Session(), "frozen"); err != nil {
 		t.Fatal(err)
 	}
-	// The lock holder's freeze: a migration in its cutover.
+	if err := e.src.Capture(ctx, lock.Session()); err != nil {
+		t.Fatal(err)
+	}
+	// The lock holder's freeze and capture: a migration in its cutover.
 	dropped, err := migrate.Unfreeze(ctx, e.src, e.kv, prefix, false, "operator", e.log)
 	if !errors.Is(err, migrate.ErrFreezeInUse) || dropped {
 		t.Fatalf("live owner: %t, %v", dropped, err)
+	}
+	if _, on, _ := e.src.Capturing(ctx); !on {
+		t.Fatal("the lock holder's change capture was dropped")
 	}
 	// Behind .done: retired unless the revert is accepted.
 	e.kv.Put(migrate.DoneKey(prefix), []byte(`{}`), 0)
@@ -388,6 +394,12 @@ func TestUnfreeze(t *testing.T) {
 	if !errors.Is(err, migrate.ErrMigrated) || dropped {
 		t.Fatalf("after .done: %t, %v", dropped, err)
 	}
+	// The capture of a migration that no longer holds the lock goes,
+	// whatever becomes of the freeze: it only grows.
+	if _, on, _ := e.src.Capturing(ctx); on {
+		t.Fatal("an orphan change capture was kept")
+	}
+	e.log.find(t, "change capture on store2_records dropped (trigger deployhook_store2_capture): the migration that made it no longer holds the lock")
 	dropped, err = migrate.Unfreeze(ctx, e.src, e.kv, prefix, true, "operator", e.log)
 	if err != nil || !dropped {
 		t.Fatalf("accepted revert: %t, %v", dropped, err)
