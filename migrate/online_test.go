@@ -629,3 +629,45 @@ func TestCatchUpInGroups(t *testing.T) {
 	checkDoneMatches(t, e)
 	e.log.find(t, "Catch-up round 1: 13 records changed in store2 (9 set, 4 deleted)")
 }
+
+// A round that fails half way, reading the changes or forgetting them once
+// applied, forgets nothing: a new snapshot gives the same changes again,
+// and store3 ends equal to store2.
+func TestCatchUpRoundFailureForgetsNothing(t *testing.T) {
+	for _, where := range []string{"changed", "consume"} {
+		t.Run(where, func(t *testing.T) {
+			e := onlineEnv(t, 300)
+			e.m.Opts.Retry = migrate.Backoff{Min: time.Millisecond, Max: time.Millisecond, GiveUp: time.Second}
+			var once sync.Once
+			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+				if len(ops) > 10 {
+					once.Do(func() { mutate(t, e.src, "during-copy", 5, 3, 4) })
+				}
+				return nil
+			}
+			// Snapshots: 1 the never-used check, 2 the copy, 3 round 1.
+			fail := func(n int) error {
+				if n == 3 {
+					return migrate.Transient(errors.New("connection reset by peer"))
+				}
+				return nil
+			}
+			if where == "changed" {
+				e.src.ScanErr = func(n, i int) error {
+					if i == 6 {
+						return fail(n)
+					}
+					return nil
+				}
+			} else {
+				e.src.ConsumeErr = fail
+			}
+			if _, err := e.m.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			checkDoneMatches(t, e)
+			e.log.find(t, "store2 failed mid-stream in catch-up round 1, taking a new snapshot (attempt 2 of 3)")
+			e.log.find(t, "Catch-up round 1: 12 records changed in store2 (8 set, 4 deleted)")
+		})
+	}
+}
