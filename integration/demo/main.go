@@ -409,8 +409,9 @@ log_dir: %q
 	big := recs[len(recs)-2]
 	step("12. A write in flight at the cutover. A Job Manager begins a transaction that writes that record again:")
 	say("BEGIN; INSERT INTO store2_records (bucket, key, version, data) VALUES ('%s', '%s', %d, <%d KiB>);", big.Bucket, big.Key, big.Version, len(big.Data)>>10)
-	say("and commits it only once the migration's freeze waits for it (the demo watches pg_locks):")
-	tx, err := beginInFlight(ctx, pg, db, "store2_records", big)
+	say("and commits it only once the migration's freeze waits for it (the demo watches pg_locks). It begins once the")
+	say("change capture is in place: the demo holds another write in flight across the capture's install.")
+	gate, err := holdCapture(ctx, pg, db, "store2_records")
 	if err != nil {
 		return err
 	}
@@ -422,7 +423,11 @@ log_dir: %q
 		defer close(exited)
 		code = sh.capture(&out, args...)
 	}()
-	waited, err := tx.commitWhenFreezeWaits(ctx, pg, db, "store2_records", exited)
+	tx, err := gate.through(ctx, big, exited)
+	var waited bool
+	if err == nil {
+		waited, err = tx.commitWhenFreezeWaits(ctx, pg, db, "store2_records", exited)
+	}
 	<-exited
 	if err != nil {
 		return err
@@ -450,6 +455,9 @@ log_dir: %q
 	say("the write; the freeze commits, and the migration's next read of store2 waits for the demo's lock.")
 	late := migrate.Record{Bucket: "jobs", Key: "job::/prod/web::late-write", Version: 1, Data: []byte(`{"state":"started"}`)}
 	out.Reset()
+	if gate, err = holdCapture(ctx, pg, db, "store2_records"); err != nil {
+		return err
+	}
 	cmd := sh.command(&out, args...)
 	if err := cmd.Start(); err != nil {
 		return err
@@ -460,7 +468,11 @@ log_dir: %q
 		defer close(exited)
 		waitErr = cmd.Wait()
 	}()
-	held, release, err := holdAfterFreeze(ctx, pg, db, "store2_records", late, exited)
+	held, release := false, func() {}
+	write, err := gate.through(ctx, late, exited)
+	if err == nil {
+		held, release, err = holdAfterFreeze(ctx, pg, db, "store2_records", write, exited)
+	}
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited

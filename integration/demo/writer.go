@@ -190,21 +190,105 @@ type inFlight struct {
 	tx   pgx.Tx
 }
 
-// beginInFlight begins a transaction on db that writes rec, and leaves it
-// open.
-func beginInFlight(ctx context.Context, pg *harness.Postgres, db, table string, rec migrate.Record) (*inFlight, error) {
-	conn, err := pg.Connect(ctx, db)
+// captureGate is a transaction that holds the table in ROW EXCLUSIVE mode,
+// as a write in flight does, from before a migration starts: the change
+// capture that the migration installs before its copy waits for it. Its
+// through lets the capture pass with a write of the demo's begun behind
+// it, so that the next lock the migration waits for is its freeze's.
+type captureGate struct {
+	table, quoted string
+	conn, watch   *pgx.Conn
+	tx            pgx.Tx
+	newConn       func() (*pgx.Conn, error)
+}
+
+// holdCapture begins the gate on db's table.
+func holdCapture(ctx context.Context, pg *harness.Postgres, db, table string) (*captureGate, error) {
+	g := &captureGate{table: table, quoted: pgx.Identifier{table}.Sanitize(),
+		newConn: func() (*pgx.Conn, error) { return pg.Connect(ctx, db) }}
+	var err error
+	if g.conn, err = g.newConn(); err == nil {
+		if g.watch, err = g.newConn(); err == nil {
+			if g.tx, err = g.conn.Begin(ctx); err == nil {
+				_, err = g.tx.Exec(ctx, "LOCK TABLE "+g.quoted+" IN ROW EXCLUSIVE MODE")
+			}
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", db, err)
+		g.close()
+		return nil, fmt.Errorf("hold %s in %s: %w", table, db, err)
+	}
+	return g, nil
+}
+
+func (g *captureGate) close() {
+	for _, c := range []*pgx.Conn{g.conn, g.watch} {
+		if c != nil {
+			c.Close(context.Background())
+		}
+	}
+}
+
+// waitLockWaiters waits until at least want sessions wait for a lock on
+// table, or exited is closed (false).
+func waitLockWaiters(ctx context.Context, watch *pgx.Conn, quoted string, want int, exited <-chan struct{}) (bool, error) {
+	for {
+		var n int
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass
+			 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, quoted).Scan(&n)
+		if err != nil {
+			return false, fmt.Errorf("watch the locks on %s: %w", quoted, err)
+		}
+		if n >= want {
+			return true, nil
+		}
+		select {
+		case <-exited:
+			return false, nil
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// through waits for the migration's change capture to wait for the gate,
+// begins a write of rec (it queues behind the capture), lets the capture
+// through, and returns the write, in flight: the capture records it, and
+// the migration's next wait for the table is its freeze's.
+func (g *captureGate) through(ctx context.Context, rec migrate.Record, exited <-chan struct{}) (*inFlight, error) {
+	defer g.close()
+	if ok, err := waitLockWaiters(ctx, g.watch, g.quoted, 1, exited); !ok || err != nil {
+		return nil, errors.Join(err, errors.New("the migration ended before its change capture waited for the writes in flight"), g.tx.Rollback(ctx))
+	}
+	conn, err := g.newConn()
+	if err != nil {
+		return nil, errors.Join(err, g.tx.Rollback(ctx))
 	}
 	tx, err := conn.Begin(ctx)
-	if err == nil {
-		_, err = tx.Exec(ctx, "INSERT INTO "+pgx.Identifier{table}.Sanitize()+" (bucket, key, version, data) VALUES ($1, $2, $3, $4)",
-			rec.Bucket, rec.Key, rec.Version, rec.Data)
-	}
 	if err != nil {
 		conn.Close(context.Background())
-		return nil, fmt.Errorf("begin a write on %s: %w", db, err)
+		return nil, errors.Join(err, g.tx.Rollback(ctx))
+	}
+	inserted := make(chan error, 1)
+	go func() {
+		_, err := tx.Exec(ctx, "INSERT INTO "+g.quoted+" (bucket, key, version, data) VALUES ($1, $2, $3, $4)",
+			rec.Bucket, rec.Key, rec.Version, rec.Data)
+		inserted <- err
+	}()
+	ok, err := waitLockWaiters(ctx, g.watch, g.quoted, 2, exited)
+	err = errors.Join(err, g.tx.Commit(ctx))
+	err = errors.Join(err, <-inserted)
+	var captured bool
+	if err == nil {
+		err = g.watch.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)",
+			g.quoted, migrate.CaptureName).Scan(&captured)
+	}
+	if err == nil && (!ok || !captured) {
+		err = errors.New("the change capture gave up its wait before the demo let it through (a busy machine): run the demo again")
+	}
+	if err != nil {
+		tx.Rollback(context.Background())
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("a write behind the change capture on %s: %w", g.table, err)
 	}
 	return &inFlight{conn: conn, tx: tx}, nil
 }
@@ -219,70 +303,28 @@ func (f *inFlight) commitWhenFreezeWaits(ctx context.Context, pg *harness.Postgr
 		return false, fmt.Errorf("connect to %s: %w", db, err)
 	}
 	defer watch.Close(context.Background())
-	seen := false
-	for !seen {
-		var waiting int
-		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass
-			 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-			pgx.Identifier{table}.Sanitize()).Scan(&waiting)
-		if err != nil {
-			return false, fmt.Errorf("watch the locks on %s: %w", table, err)
-		}
-		seen = waiting > 0
-		if !seen {
-			select {
-			case <-exited:
-				return false, f.tx.Commit(ctx)
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
-	return true, f.tx.Commit(ctx)
+	seen, err := waitLockWaiters(ctx, watch, pgx.Identifier{table}.Sanitize(), 1, exited)
+	return seen, errors.Join(err, f.tx.Commit(ctx))
 }
 
 // holdAfterFreeze stops a migration right after its freeze, so that the
-// demo can kill it there: with a write in flight (rec) that the freeze
-// waits for, it queues an ACCESS EXCLUSIVE lock on table behind the
+// demo can kill it there: with a write in flight (write, begun after the
+// change capture) that the freeze waits for, it queues an ACCESS EXCLUSIVE lock on table behind the
 // freeze's lock, then commits the write. The freeze is granted first and
 // commits; the demo's lock comes next, and the migration's next read of
 // store2 waits for it. It reports whether store2 is frozen while the lock is
 // held; release rolls the lock back. When the migration exits first, or
 // the freeze gave up on its attempt (it retries behind the demo's lock), it
 // returns false with the lock released.
-func holdAfterFreeze(ctx context.Context, pg *harness.Postgres, db, table string, rec migrate.Record, exited <-chan struct{}) (held bool, release func(), err error) {
+func holdAfterFreeze(ctx context.Context, pg *harness.Postgres, db, table string, write *inFlight, exited <-chan struct{}) (held bool, release func(), err error) {
 	t := pgx.Identifier{table}.Sanitize()
-	write, err := beginInFlight(ctx, pg, db, table, rec)
-	if err != nil {
-		return false, nil, err
-	}
 	defer write.conn.Close(context.Background())
 	watch, err := pg.Connect(ctx, db)
 	if err != nil {
-		return false, nil, fmt.Errorf("connect to %s: %w", db, err)
+		return false, nil, errors.Join(fmt.Errorf("connect to %s: %w", db, err), write.tx.Rollback(ctx))
 	}
 	defer watch.Close(context.Background())
-	waiters := func() (int, error) {
-		var n int
-		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass
-			 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, t).Scan(&n)
-		if err != nil {
-			return 0, fmt.Errorf("watch the locks on %s: %w", table, err)
-		}
-		return n, nil
-	}
-	until := func(want int) (bool, error) {
-		for {
-			n, err := waiters()
-			if err != nil || n >= want {
-				return err == nil, err
-			}
-			select {
-			case <-exited:
-				return false, nil
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}
+	until := func(want int) (bool, error) { return waitLockWaiters(ctx, watch, t, want, exited) }
 	if ok, err := until(1); !ok || err != nil {
 		return false, nil, errors.Join(err, write.tx.Rollback(ctx))
 	}
