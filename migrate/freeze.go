@@ -127,7 +127,7 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 	if log == nil {
 		log = discard{}
 	}
-	cerr := endOrphanCapture(ctx, fr, kv, prefix, why, log)
+	cerr := endOrphanCapture(ctx, fr, kv, prefix, log)
 	dropped, err := unfreeze(ctx, fr, kv, prefix, acceptRevert, why, log)
 	return dropped, errors.Join(err, cerr)
 }
@@ -136,7 +136,7 @@ func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRever
 // lock: a migration that ended, or was killed, before its cutover. It only
 // recorded keys for that migration's catch-up, and only the lock holder
 // can still use it.
-func endOrphanCapture(ctx context.Context, fr Freezer, kv KV, prefix, why string, log Logger) error {
+func endOrphanCapture(ctx context.Context, fr Freezer, kv KV, prefix string, log Logger) error {
 	// A cheap read first, as for the freeze.
 	if _, on, err := fr.Capturing(ctx); err != nil {
 		return fmt.Errorf("read the change capture on store2 (%s): %w", fr.FrozenTable(), err)
@@ -154,7 +154,7 @@ func endOrphanCapture(ctx context.Context, fr Freezer, kv KV, prefix, why string
 		return fmt.Errorf("drop the change capture on store2 (%s): %w", fr.FrozenTable(), err)
 	}
 	if dropped {
-		logCaptureEnded(log, fr.FrozenTable(), why)
+		logCaptureEnded(log, fr.FrozenTable(), "the migration that made it no longer holds the lock")
 	}
 	return nil
 }

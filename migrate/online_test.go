@@ -374,10 +374,16 @@ func TestUnfreeze(t *testing.T) {
 	if err := e.src.Freeze(ctx, lock.Session(), "frozen"); err != nil {
 		t.Fatal(err)
 	}
-	// The lock holder's freeze: a migration in its cutover.
+	if err := e.src.Capture(ctx, lock.Session()); err != nil {
+		t.Fatal(err)
+	}
+	// The lock holder's freeze and capture: a migration in its cutover.
 	dropped, err := migrate.Unfreeze(ctx, e.src, e.kv, prefix, false, "operator", e.log)
 	if !errors.Is(err, migrate.ErrFreezeInUse) || dropped {
 		t.Fatalf("live owner: %t, %v", dropped, err)
+	}
+	if _, on, _ := e.src.Capturing(ctx); !on {
+		t.Fatal("the lock holder's change capture was dropped")
 	}
 	// Behind .done: retired unless the revert is accepted.
 	e.kv.Put(migrate.DoneKey(prefix), []byte(`{}`), 0)
@@ -388,6 +394,12 @@ func TestUnfreeze(t *testing.T) {
 	if !errors.Is(err, migrate.ErrMigrated) || dropped {
 		t.Fatalf("after .done: %t, %v", dropped, err)
 	}
+	// The capture of a migration that no longer holds the lock goes,
+	// whatever becomes of the freeze: it only grows.
+	if _, on, _ := e.src.Capturing(ctx); on {
+		t.Fatal("an orphan change capture was kept")
+	}
+	e.log.find(t, "change capture on store2_records dropped (trigger deployhook_store2_capture): the migration that made it no longer holds the lock")
 	dropped, err = migrate.Unfreeze(ctx, e.src, e.kv, prefix, true, "operator", e.log)
 	if err != nil || !dropped {
 		t.Fatalf("accepted revert: %t, %v", dropped, err)
@@ -616,4 +628,46 @@ func TestCatchUpInGroups(t *testing.T) {
 	}
 	checkDoneMatches(t, e)
 	e.log.find(t, "Catch-up round 1: 13 records changed in store2 (9 set, 4 deleted)")
+}
+
+// A round that fails half way, reading the changes or forgetting them once
+// applied, forgets nothing: a new snapshot gives the same changes again,
+// and store3 ends equal to store2.
+func TestCatchUpRoundFailureForgetsNothing(t *testing.T) {
+	for _, where := range []string{"changed", "consume"} {
+		t.Run(where, func(t *testing.T) {
+			e := onlineEnv(t, 300)
+			e.m.Opts.Retry = migrate.Backoff{Min: time.Millisecond, Max: time.Millisecond, GiveUp: time.Second}
+			var once sync.Once
+			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+				if len(ops) > 10 {
+					once.Do(func() { mutate(t, e.src, "during-copy", 5, 3, 4) })
+				}
+				return nil
+			}
+			// Snapshots: 1 the never-used check, 2 the copy, 3 round 1.
+			fail := func(n int) error {
+				if n == 3 {
+					return migrate.Transient(errors.New("connection reset by peer"))
+				}
+				return nil
+			}
+			if where == "changed" {
+				e.src.ScanErr = func(n, i int) error {
+					if i == 6 {
+						return fail(n)
+					}
+					return nil
+				}
+			} else {
+				e.src.ConsumeErr = fail
+			}
+			if _, err := e.m.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			checkDoneMatches(t, e)
+			e.log.find(t, "store2 failed mid-stream in catch-up round 1, taking a new snapshot (attempt 2 of 3)")
+			e.log.find(t, "Catch-up round 1: 12 records changed in store2 (8 set, 4 deleted)")
+		})
+	}
 }

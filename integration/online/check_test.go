@@ -87,17 +87,25 @@ func readStore2(t testing.TB, pg *harness.Postgres, db string) []migrate.Record 
 	return clitest.ReadStore2(t, pg, db, table)
 }
 
+// pgConn connects to db as the superuser, for the test's own reads, with
+// a 30 s context; done closes both.
+func pgConn(t testing.TB, pg *harness.Postgres, db string) (ctx context.Context, c *pgx.Conn, done func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, err := pg.Connect(ctx, db)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return ctx, c, func() { c.Close(context.Background()); cancel() }
+}
+
 // triggers returns the names of deployhook's triggers on db's table: the
 // freeze and the change capture's two.
 func triggers(t testing.TB, pg *harness.Postgres, db string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pg.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	ctx, c, done := pgConn(t, pg, db)
+	defer done()
 	rows, err := c.Query(ctx, `SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 		WHERE c.relname = $1 AND t.tgname LIKE 'deployhook%' ORDER BY 1`, table)
 	if err != nil {
@@ -115,13 +123,8 @@ func triggers(t testing.TB, pg *harness.Postgres, db string) []string {
 // inert, when its role could not drop it; what counts is the refusal.
 func frozen(t testing.TB, pg *harness.Postgres, db string) bool {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pg.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	ctx, c, done := pgConn(t, pg, db)
+	defer done()
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -426,13 +429,8 @@ func checkNoAckWhileFrozen(t *testing.T, writes []write, from, until time.Time) 
 // inert), no log table (it would grow with every write).
 func checkNoCapture(t testing.TB, pg *harness.Postgres, db, when string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pg.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	ctx, c, done := pgConn(t, pg, db)
+	defer done()
 	var triggers, logs int
 	if err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
 			WHERE t.tgname LIKE 'deployhook_store2_capture%' AND p.prosrc <> ' BEGIN RETURN NULL; END '),

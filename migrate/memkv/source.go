@@ -18,8 +18,12 @@ type Source struct {
 	// number of the snapshot; a non-nil error is returned instead.
 	OpenErr func(n int) error
 	// ScanErr, when set, is called before record i (0-based) of a scan of
-	// snapshot n; a non-nil error stops the scan with it.
+	// snapshot n, or of the changes Changed returns from it; a non-nil
+	// error stops the scan with it.
 	ScanErr func(n, i int) error
+	// ConsumeErr, when set, is called before Consume of change snapshot
+	// n; a non-nil error is returned instead, and nothing is forgotten.
+	ConsumeErr func(n int) error
 
 	// FreezeErr, when set, is called before each Freeze with its 1-based
 	// number; a non-nil error is returned instead of freezing.
@@ -371,9 +375,14 @@ func (c *changeSnapshot) Changed(ctx context.Context, fn func(rec *migrate.Recor
 		sorted = append(sorted, migrate.Record{Bucket: k.bucket, Key: k.key})
 	}
 	slices.SortFunc(sorted, compareRecords)
-	for _, k := range sorted {
+	for i, k := range sorted {
 		if err := ctx.Err(); err != nil {
 			return false, err
+		}
+		if c.src.ScanErr != nil {
+			if err := c.src.ScanErr(c.n, i); err != nil {
+				return false, err
+			}
 		}
 		i, found := slices.BinarySearchFunc(c.records, k, compareRecords)
 		rec := k
@@ -394,6 +403,11 @@ func (c *changeSnapshot) Consume(ctx context.Context) error {
 		return err
 	}
 	s := c.src
+	if s.ConsumeErr != nil {
+		if err := s.ConsumeErr(c.n); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.changes = slices.DeleteFunc(s.changes, func(ch change) bool { return ch.seq <= c.seq })

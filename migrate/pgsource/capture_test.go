@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -15,8 +16,9 @@ import (
 	"github.com/apcera/deployhook/migrate/pgsource"
 )
 
-// componentRole creates a login role with the privileges a component has
-// on the table (and the extra grants), and returns its URL.
+// componentRole creates a login role db_component with the privileges a
+// component has on the table, runs the extra statements in db (%s in them
+// names the role), and returns the role's URL.
 func componentRole(t *testing.T, db string, grants ...string) string {
 	t.Helper()
 	ctx := ctxT(t)
@@ -36,7 +38,7 @@ func componentRole(t *testing.T, db string, grants ...string) string {
 	})
 	grants = append([]string{`GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON store2_records TO %s`}, grants...)
 	for _, sql := range grants {
-		if err := pg.Exec(ctx, db, fmt.Sprintf(sql, role)); err != nil {
+		if err := pg.Exec(ctx, db, strings.ReplaceAll(sql, "%s", role)); err != nil {
 			t.Fatal(err)
 		}
 	}

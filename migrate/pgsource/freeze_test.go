@@ -3,9 +3,7 @@
 package pgsource_test
 
 import (
-	"context"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -186,31 +184,8 @@ func TestCanFreeze(t *testing.T) {
 	if missing, err := owner.CanFreeze(ctx); missing != "" || err != nil {
 		t.Fatalf("the owner: %q, %v", missing, err)
 	}
-	role := db + "_writer"
-	for _, sql := range []string{
-		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'pw-` + role + `'`,
-		`GRANT CONNECT ON DATABASE ` + db + ` TO ` + role,
-	} {
-		if err := pg.Exec(ctx, "postgres", sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		pg.DropDatabase(ctx, db)
-		pg.Exec(ctx, "postgres", `DROP ROLE IF EXISTS `+role)
-	})
-	for _, sql := range []string{
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON store2_records TO ` + role,
-		`REVOKE CREATE ON SCHEMA public FROM PUBLIC`,
-	} {
-		if err := pg.Exec(ctx, db, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, _ := url.Parse(pg.URL(db))
-	u.User = url.UserPassword(role, "pw-"+role)
-	src, err := pgsource.New(ctx, pgsource.Config{URL: u.String()})
+	role := db + "_component"
+	src, err := pgsource.New(ctx, pgsource.Config{URL: componentRole(t, db, `REVOKE CREATE ON SCHEMA public FROM PUBLIC`)})
 	if err != nil {
 		t.Fatal(err)
 	}
