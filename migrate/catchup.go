@@ -65,7 +65,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		})
 	}()
 	srcChunks := chunkTallies{}
-	err = snap.Scan(ctx, func(rec *Record) error {
+	err = snap.Stream(ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
@@ -173,7 +173,7 @@ func (r *run) reconcileChunks(ctx context.Context, snap Snapshot, b *Batcher, ch
 			return err
 		}
 	}
-	err := snap.Scan(ctx, func(rec *Record) error {
+	err := snap.Stream(ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			return nil // counted on the first pass

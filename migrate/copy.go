@@ -70,7 +70,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
-	scanErr := snap.Scan(w.ctx, func(rec *Record) error {
+	scanErr := snap.Stream(w.ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)

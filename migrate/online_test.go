@@ -528,13 +528,25 @@ func TestCorruptionBehindTheCopyFails(t *testing.T) {
 		t.Run(fmt.Sprintf("offline=%t", offline), func(t *testing.T) {
 			e := onlineEnv(t, 300)
 			e.m.Opts.Offline = offline
-			first, _ := migrate.StoreKey(prefix, "jobs", "job::/sandbox/admin::web000")
+			// A key the first copy batch wrote, corrupted once it is
+			// stored, while the third batch is written.
+			var mu sync.Mutex
+			var first string
 			batches := 0
 			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
-				if len(ops) > 10 {
-					if batches++; batches == 3 {
-						e.kv.Put(first, []byte("tampered"), 1)
-					}
+				if len(ops) <= 10 {
+					return nil
+				}
+				mu.Lock()
+				batches++
+				if batches == 1 {
+					first = ops[len(ops)-1].Key
+				}
+				n, key := batches, first
+				mu.Unlock()
+				if n == 3 {
+					waitUntil(t, func() bool { p, _ := e.kv.Get(context.Background(), key); return p != nil })
+					e.kv.Put(key, []byte("tampered"), 1)
 				}
 				return nil
 			}
@@ -669,5 +681,19 @@ func TestCatchUpRoundFailureForgetsNothing(t *testing.T) {
 			e.log.find(t, "store2 failed mid-stream in catch-up round 1, taking a new snapshot (attempt 2 of 3)")
 			e.log.find(t, "Catch-up round 1: 12 records changed in store2 (8 set, 4 deleted)")
 		})
+	}
+}
+
+// waitUntil polls cond until it holds; after 10 s it fails the test (from
+// any goroutine) and returns.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Error("condition not met within 10 s")
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"sync"
@@ -229,11 +230,22 @@ func (s *snapshot) Count(ctx context.Context) (int64, error) {
 // Scan reuses one buffer for Data and scribbles over it after each
 // callback, as a real driver may: a caller that keeps Data sees garbage.
 func (s *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) error {
+	return s.scan(ctx, slices.All(s.records), fn)
+}
+
+// Stream returns the records in reverse byte order: a caller that needs
+// an order must use Scan.
+func (s *snapshot) Stream(ctx context.Context, fn func(*migrate.Record) error) error {
+	return s.scan(ctx, slices.Backward(s.records), fn)
+}
+
+func (s *snapshot) scan(ctx context.Context, records iter.Seq2[int, migrate.Record], fn func(*migrate.Record) error) error {
 	if s.closed {
 		return errors.New("scan of a closed snapshot")
 	}
 	var buf []byte
-	for i, r := range s.records {
+	i := 0
+	for _, r := range records {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -250,6 +262,7 @@ func (s *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) err
 		for j := range buf {
 			buf[j] = 0xEE
 		}
+		i++
 	}
 	return nil
 }

@@ -391,6 +391,35 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 		same(t, scan(t, snap), want)
 	})
 
+	t.Run("StreamReturnsEveryRecord", func(t *testing.T) {
+		snap, err := newSource(t, recs).Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		var got []migrate.Record
+		if err := snap.Stream(ctx, func(r *migrate.Record) error {
+			c := *r
+			c.Data = bytes.Clone(r.Data)
+			got = append(got, c)
+			return nil
+		}); err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		slices.SortFunc(got, func(a, b migrate.Record) int {
+			if c := bytes.Compare([]byte(a.Bucket), []byte(b.Bucket)); c != 0 {
+				return c
+			}
+			return bytes.Compare([]byte(a.Key), []byte(b.Key))
+		})
+		same(t, got, want)
+		stop := errors.New("stop")
+		n := 0
+		if err := snap.Stream(ctx, func(*migrate.Record) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+			t.Fatalf("Stream = %v after %d records, want the callback's error after 1", err, n)
+		}
+	})
+
 	t.Run("ScanStopsOnCallbackError", func(t *testing.T) {
 		snap, err := newSource(t, recs).Snapshot(ctx)
 		if err != nil {

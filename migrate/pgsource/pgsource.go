@@ -193,13 +193,23 @@ func (sn *snapshot) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Scan streams the rows in (bucket, key) byte order. Their raw binary
-// values are used in place: nothing but the two strings is allocated per
-// row, and Data points into pgx's read buffer until the next row.
+// Scan streams the rows in (bucket, key) byte order.
 func (sn *snapshot) Scan(ctx context.Context, fn func(*migrate.Record) error) error {
+	return sn.scan(ctx, ` ORDER BY bucket COLLATE "C", key COLLATE "C"`, fn)
+}
+
+// Stream streams the rows in the table's own order: no sort.
+func (sn *snapshot) Stream(ctx context.Context, fn func(*migrate.Record) error) error {
+	return sn.scan(ctx, "", fn)
+}
+
+// scan streams the rows, ordered by order. Their raw binary values are
+// used in place: nothing but the two strings is allocated per row, and
+// Data points into pgx's read buffer until the next row.
+func (sn *snapshot) scan(ctx context.Context, order string, fn func(*migrate.Record) error) error {
 	what := "scan " + sn.s.String()
 	rows, err := sn.tx.Query(ctx,
-		`SELECT bucket, key, version, data FROM `+sn.s.quoted+` ORDER BY bucket COLLATE "C", key COLLATE "C"`,
+		`SELECT bucket, key, version, data FROM `+sn.s.quoted+order,
 		pgx.QueryResultFormats{pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode})
 	if err != nil {
 		return sn.s.wrap(ctx, what, err)
