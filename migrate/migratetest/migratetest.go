@@ -346,25 +346,28 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 		{Bucket: "packages", Key: "job::/sandbox/admin::web", Version: 1 << 40, Data: []byte("p")},
 		{Bucket: "jobs", Key: "a b", Version: 5, Data: []byte("space")},
 	}
-	want := slices.Clone(recs)
-	slices.SortFunc(want, func(a, b migrate.Record) int {
+	byteOrder := func(a, b migrate.Record) int {
 		if c := bytes.Compare([]byte(a.Bucket), []byte(b.Bucket)); c != 0 {
 			return c
 		}
 		return bytes.Compare([]byte(a.Key), []byte(b.Key))
-	})
-	scan := func(t *testing.T, snap migrate.Snapshot) []migrate.Record {
+	}
+	want := slices.Clone(recs)
+	slices.SortFunc(want, byteOrder)
+	// read collects what one of a snapshot's reads (Scan, Stream) returns.
+	read := func(t *testing.T, each func(context.Context, func(*migrate.Record) error) error) []migrate.Record {
 		var got []migrate.Record
-		if err := snap.Scan(ctx, func(r *migrate.Record) error {
+		if err := each(ctx, func(r *migrate.Record) error {
 			c := *r
 			c.Data = bytes.Clone(r.Data)
 			got = append(got, c)
 			return nil
 		}); err != nil {
-			t.Fatalf("Scan: %v", err)
+			t.Fatalf("read: %v", err)
 		}
 		return got
 	}
+	scan := func(t *testing.T, snap migrate.Snapshot) []migrate.Record { return read(t, snap.Scan) }
 	same := func(t *testing.T, got, want []migrate.Record) {
 		t.Helper()
 		if len(got) != len(want) {
@@ -397,21 +400,8 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			t.Fatal(err)
 		}
 		defer snap.Close(ctx)
-		var got []migrate.Record
-		if err := snap.Stream(ctx, func(r *migrate.Record) error {
-			c := *r
-			c.Data = bytes.Clone(r.Data)
-			got = append(got, c)
-			return nil
-		}); err != nil {
-			t.Fatalf("Stream: %v", err)
-		}
-		slices.SortFunc(got, func(a, b migrate.Record) int {
-			if c := bytes.Compare([]byte(a.Bucket), []byte(b.Bucket)); c != 0 {
-				return c
-			}
-			return bytes.Compare([]byte(a.Key), []byte(b.Key))
-		})
+		got := read(t, snap.Stream)
+		slices.SortFunc(got, byteOrder)
 		same(t, got, want)
 		stop := errors.New("stop")
 		n := 0
