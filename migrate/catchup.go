@@ -274,7 +274,7 @@ func (r *run) changeRound(ctx context.Context, consume bool, fn func(ChangeSnaps
 		var se *sourceError
 		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
 			r.o.Log.Warnf("store2 failed mid-stream in catch-up round %d, taking a new snapshot (attempt %d of %d): %v", r.cu.rounds, attempt+1, r.o.Attempts, err)
-			if err := sleep(ctx, r.o.Retry.Max); err != nil {
+			if err := Sleep(ctx, r.o.Retry.Max); err != nil {
 				return err
 			}
 			continue

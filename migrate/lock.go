@@ -44,7 +44,7 @@ func (r *run) acquire(ctx context.Context) (Lock, error) {
 				return nil, fmt.Errorf("take lock %q: %w", key, err)
 			}
 			o.Log.Warnf("take lock %q: %v (retrying)", key, err)
-			if err := sleep(ctx, jitter(o.Retry.Min)); err != nil {
+			if err := Sleep(ctx, jitter(o.Retry.Min)); err != nil {
 				return nil, fmt.Errorf("%w: waiting for lock %q", ErrInterrupted, key)
 			}
 		default:

@@ -320,7 +320,7 @@ func (r *run) copyPhase(ctx context.Context) (Tally, error) {
 			return read, err
 		}
 		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
-		if err := sleep(ctx, r.o.Retry.Max); err != nil {
+		if err := Sleep(ctx, r.o.Retry.Max); err != nil {
 			return read, err
 		}
 	}

@@ -34,14 +34,15 @@ func retry(ctx context.Context, b Backoff, log Logger, what string, fn func() er
 		}
 		wait := jitter(delay)
 		log.Warnf("%s: %v (retrying in %s)", what, err, wait)
-		if err := sleep(ctx, wait); err != nil {
+		if err := Sleep(ctx, wait); err != nil {
 			return err
 		}
 		delay = min(2*delay, b.Max)
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or until ctx is done: then it returns ctx's cause.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

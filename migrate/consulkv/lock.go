@@ -95,21 +95,10 @@ func (s *Store) acquire(ctx context.Context, key, id string, deadline time.Time)
 			// Free, yet refused: the lock delay after its holder's
 			// session was invalidated. Poll until it is over.
 			index = 0
-			if err := sleepCtx(ctx, min(left, delayPoll)); err != nil {
+			if err := migrate.Sleep(ctx, min(left, delayPoll)); err != nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -139,7 +128,7 @@ func (l *lock) monitor(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			if failures++; failures > monitorRetries || sleepCtx(ctx, monitorRetryWait) != nil {
+			if failures++; failures > monitorRetries || migrate.Sleep(ctx, monitorRetryWait) != nil {
 				return
 			}
 			index = 0
