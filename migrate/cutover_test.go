@@ -22,6 +22,13 @@ func TestCorruptionAfterTheCopyFails(t *testing.T) {
 		e.kv.Put(first, []byte("tampered"), 1)
 		return nil
 	}
+	checkMismatchNoDone(t, e)
+}
+
+// checkMismatchNoDone runs e's migration: it must fail with ErrMismatch and
+// write no .done.
+func checkMismatchNoDone(t *testing.T, e *env) {
+	t.Helper()
 	_, err := e.m.Run(context.Background())
 	if !errors.Is(err, migrate.ErrMismatch) {
 		t.Fatalf("error %v, want ErrMismatch", err)

@@ -337,13 +337,6 @@ func (s *Source) EndCapture(ctx context.Context, decide func(owner string) (bool
 	return true, nil
 }
 
-// Recorded returns how many changes the capture holds, not yet consumed.
-func (s *Source) Recorded() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.changes)
-}
-
 // Changes implements migrate.Freezer: a snapshot, and the changes recorded
 // before it. OpenErr applies to it as to Snapshot.
 func (s *Source) Changes(ctx context.Context) (migrate.ChangeSnapshot, error) {
