@@ -254,7 +254,8 @@ func (r *run) applyChanges(ctx context.Context, cs ChangeSnapshot) (*reconciled,
 // when store2 fails transiently mid-stream: a round can be repeated, what
 // it reads is only forgotten once it was applied (consume).
 func (r *run) changeRound(ctx context.Context, consume bool, fn func(ChangeSnapshot) error) error {
-	for attempt := 1; ; attempt++ {
+	what := fmt.Sprintf(" in catch-up round %d, taking a new snapshot", r.cu.rounds)
+	return r.withFreshSnapshots(ctx, what, func() error {
 		var cs ChangeSnapshot
 		err := r.retry(ctx, "open a store2 snapshot with its changes", func() error {
 			var err error
@@ -264,23 +265,15 @@ func (r *run) changeRound(ctx context.Context, consume bool, fn func(ChangeSnaps
 		if err != nil {
 			return err
 		}
-		err = fn(cs)
-		if err == nil && consume {
-			if err = cs.Consume(ctx); err != nil {
-				err = readError(err)
-			}
+		defer closeSnapshot(ctx, cs, r.o.Log)
+		if err := fn(cs); err != nil || !consume {
+			return err
 		}
-		closeSnapshot(ctx, cs, r.o.Log)
-		var se *sourceError
-		if err != nil && errors.As(err, &se) && IsTransient(err) && attempt < r.o.Attempts && ctx.Err() == nil {
-			r.o.Log.Warnf("store2 failed mid-stream in catch-up round %d, taking a new snapshot (attempt %d of %d): %v", r.cu.rounds, attempt+1, r.o.Attempts, err)
-			if err := Sleep(ctx, r.o.Retry.Max); err != nil {
-				return err
-			}
-			continue
+		if err := cs.Consume(ctx); err != nil {
+			return readError(err)
 		}
-		return err
-	}
+		return nil
+	})
 }
 
 // catchUpRound is one round of catch-up before the freeze.

@@ -312,16 +312,28 @@ func (r *run) migrate(ctx context.Context) (*Result, error) {
 
 // copyPhase is steps 4 to 7, starting over from a new snapshot when store2
 // fails transiently mid-stream. It returns the tally of what was copied.
-func (r *run) copyPhase(ctx context.Context) (Tally, error) {
-	for attempt := 1; ; attempt++ {
-		read, err := r.copyAttempt(ctx)
+func (r *run) copyPhase(ctx context.Context) (read Tally, err error) {
+	err = r.withFreshSnapshots(ctx, ", starting over from a new snapshot", func() error {
+		read, err = r.copyAttempt(ctx)
+		return err
+	})
+	return read, err
+}
+
+// withFreshSnapshots runs attempt, which opens a snapshot of its own,
+// again after a transient store2 failure mid-stream (a sourceError), at
+// most Attempts times in all. what completes the warning logged before a
+// new attempt.
+func (r *run) withFreshSnapshots(ctx context.Context, what string, attempt func() error) error {
+	for n := 1; ; n++ {
+		err := attempt()
 		var se *sourceError
-		if err == nil || !errors.As(err, &se) || !IsTransient(err) || attempt >= r.o.Attempts || ctx.Err() != nil {
-			return read, err
+		if err == nil || !errors.As(err, &se) || !IsTransient(err) || n >= r.o.Attempts || ctx.Err() != nil {
+			return err
 		}
-		r.o.Log.Warnf("store2 failed mid-stream, starting over from a new snapshot (attempt %d of %d): %v", attempt+1, r.o.Attempts, err)
+		r.o.Log.Warnf("store2 failed mid-stream%s (attempt %d of %d): %v", what, n+1, r.o.Attempts, err)
 		if err := Sleep(ctx, r.o.Retry.Max); err != nil {
-			return read, err
+			return err
 		}
 	}
 }
