@@ -320,24 +320,6 @@ func (r *run) copyPhase(ctx context.Context) (read Tally, err error) {
 	return read, err
 }
 
-// withFreshSnapshots runs attempt, which opens a snapshot of its own,
-// again after a transient store2 failure mid-stream (a sourceError), at
-// most Attempts times in all. what completes the warning logged before a
-// new attempt.
-func (r *run) withFreshSnapshots(ctx context.Context, what string, attempt func() error) error {
-	for n := 1; ; n++ {
-		err := attempt()
-		var se *sourceError
-		if err == nil || !errors.As(err, &se) || !IsTransient(err) || n >= r.o.Attempts || ctx.Err() != nil {
-			return err
-		}
-		r.o.Log.Warnf("store2 failed mid-stream%s (attempt %d of %d): %v", what, n+1, r.o.Attempts, err)
-		if err := Sleep(ctx, r.o.Retry.Max); err != nil {
-			return err
-		}
-	}
-}
-
 // copyAttempt is steps 4 to 7 on one snapshot.
 func (r *run) copyAttempt(ctx context.Context) (Tally, error) {
 	o := r.o
