@@ -56,7 +56,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		listErr = r.retry(listCtx, "list store3", func() error {
 			res.foreign, res.foreignKeys = 0, nil
 			var err error
-			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, func(f foreignKey) {
+			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkSizes, func(f foreignKey) {
 				if len(res.foreignKeys) < maxForeign {
 					res.foreignKeys = append(res.foreignKeys, f.key)
 				}
@@ -343,11 +343,12 @@ func (r *run) catchUp(ctx context.Context) error {
 	return nil
 }
 
-// checkUnchanged is the offline migration's last check: a new snapshot of
-// store2 equals the copied one. store3, just verified to hold the copy, is
-// what it is compared with, so that the error can say how many records
-// changed.
-func (r *run) checkUnchanged(ctx context.Context, copied Tally) error {
+// verifyUnchanged is the offline migration's step 8 check, in one pass: on
+// a new snapshot of store2, listed while store3 is (reconcile), store3
+// holds what was copied and nothing else (ErrMismatch), and store2 still
+// holds it (ErrStore2Changed: the new snapshot is what store3 is compared
+// with, so that the error can say how many records changed).
+func (r *run) verifyUnchanged(ctx context.Context, copied Tally) error {
 	snap, err := openSnapshot(ctx, r.m.Source, r.o.Retry, r.o.Log)
 	if err != nil {
 		return err
@@ -356,6 +357,10 @@ func (r *run) checkUnchanged(ctx context.Context, copied Tally) error {
 	res, err := r.reconcile(ctx, snap, false)
 	if err != nil {
 		return err
+	}
+	if res.foreign > 0 || !res.store.Equal(copied) {
+		return fmt.Errorf("%w: store2 snapshot has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
+			ErrMismatch, copied.Count, copied.Digest, res.store.Count, res.store.Digest, res.foreign, res.foreignKeys)
 	}
 	if n := res.changes(); n > 0 || !res.source.Equal(copied) {
 		return fmt.Errorf("%w (%d records): stop the components (runbook step 2) or migrate online", ErrStore2Changed, max(n, 1))

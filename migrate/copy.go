@@ -64,19 +64,28 @@ func (r *run) wipe(ctx context.Context) error {
 }
 
 // copy is steps 6 and 7: stream the snapshot into batches written by
-// InFlight workers. It returns the tally of the records it read and sent,
-// and waits for every worker before returning.
+// InFlight workers, and wait for every worker. Offline, it returns the
+// tally of the records it read and sent, which verification and the check
+// that store2 did not change compare with; online, the cutover's pass
+// compares store3 with the frozen store2 instead, and the copy only counts
+// the records of each chunk (r.chunkSizes), so that the pass lists the
+// largest chunks first.
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
+	r.chunkSizes = map[string]int64{}
 	scanErr := snap.Stream(w.ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
-		read.Add(key[len(r.o.Prefix):], rec.Version, rec.Data)
+		rel := key[len(r.o.Prefix):]
+		if r.o.Offline {
+			read.Add(rel, rec.Version, rec.Data)
+		}
+		r.chunkSizes[chunkID(rel)]++
 		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
 	})
 	if scanErr == nil {

@@ -537,3 +537,95 @@ func TestVerify(t *testing.T) {
 		t.Errorf("max 2: entries per kind %v, want %v; %d omitted, want 1", perKind, want, d.Omitted)
 	}
 }
+
+// listingKV records the prefixes store3 is listed by. Until waitFor is
+// listed, listing the top level waits (a few seconds at most, then fails):
+// verification must not wait for the buckets to be found before it lists
+// the chunks the records are in.
+type listingKV struct {
+	*memkv.Store
+	waitFor string
+	mu      sync.Mutex
+	scanned []string
+	started chan struct{}
+	once    sync.Once
+}
+
+func newListingKV(kv *memkv.Store, waitFor string) *listingKV {
+	k := &listingKV{Store: kv, waitFor: waitFor, started: make(chan struct{})}
+	if waitFor == "" {
+		close(k.started)
+	}
+	return k
+}
+
+func (k *listingKV) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
+	k.mu.Lock()
+	k.scanned = append(k.scanned, prefix)
+	k.mu.Unlock()
+	if prefix == k.waitFor {
+		k.once.Do(func() { close(k.started) })
+	}
+	return k.Store.Scan(ctx, prefix, fn)
+}
+
+func (k *listingKV) Keys(ctx context.Context, prefix, separator string) ([]string, error) {
+	select {
+	case <-k.started:
+	case <-time.After(5 * time.Second):
+		return nil, fmt.Errorf("listingKV: %q listed before %q", prefix, k.waitFor)
+	}
+	return k.Store.Keys(ctx, prefix, separator)
+}
+
+func (k *listingKV) count(p string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, s := range k.scanned {
+		if s == p {
+			n++
+		}
+	}
+	return n
+}
+
+// The chunks the records are in are listed at once, not after the keys
+// listing that finds the buckets (which costs the server a walk of every
+// key).
+func TestVerifyListsKnownChunksWhileFindingBuckets(t *testing.T) {
+	recs := records()
+	e := newEnv(t, recs)
+	ctx := context.Background()
+	if _, err := e.m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kv := newListingKV(e.kv, prefix+"jobs/j")
+	d, err := migrate.Verify(ctx, e.src, kv, prefix, 0)
+	if err != nil || !d.Equal() {
+		t.Fatalf("verify: %+v, %v", d, err)
+	}
+	// Every chunk of every bucket is still listed, once: the empty ones
+	// too, where only a writer outside the migration can have put keys.
+	for _, p := range []string{prefix + "jobs/j", prefix + "jobs/a", prefix + "packages/=", prefix + "routes/z"} {
+		if n := kv.count(p); n != 1 {
+			t.Errorf("%q listed %d times, want 1", p, n)
+		}
+	}
+}
+
+// Offline, store3 is listed once after the copy: the check that store2
+// did not change is the same pass as the verification.
+func TestOfflineListsStore3Once(t *testing.T) {
+	e := newEnv(t, records())
+	e.m.Opts.Offline = true
+	kv := newListingKV(e.kv, "")
+	e.m.KV = kv
+	if _, err := e.m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkCopy(t, e.kv, records())
+	if n := kv.count(prefix + "jobs/j"); n != 1 {
+		t.Fatalf("%q listed %d times, want 1", prefix+"jobs/j", n)
+	}
+}
