@@ -87,7 +87,7 @@ func compareInFlight(ctx context.Context, pg *harness.Postgres, addr string, cl 
 	var after []float64
 	for i := 0; i < *flagCompare; i++ {
 		for _, inflight := range []int{6, 8} {
-			r, err := ceiling(ctx, cl, n, inflight)
+			r, err := ceiling(ctx, cl, n, inflight, ceilRecords)
 			if err != nil {
 				return err
 			}

@@ -48,7 +48,8 @@ func probeBinary(bin string) (capabilities, error) {
 
 // runSample is one run on one topology.
 type runSample struct {
-	ceil1, ceil8 float64 // records/s
+	ceil1, ceil8 float64 // records/s, the records ceiling
+	ceilSeq8     float64 // records/s, the sequential ceiling (a reference)
 	offline      *migrateRun
 	deflt        *migrateRun // the default migration, no writers
 	writers      *migrateRun // the default migration while writers run
@@ -77,27 +78,31 @@ type bencher struct {
 	vals   [][]byte
 }
 
-// run measures, on t: the ceiling with 1 and 8 in flight, the default
+// run measures, on t: the ceiling with 1 and 8 in flight (and the
+// sequential one with 8, for reference), the default
 // `migrate`, `migrate --offline`, and the default `migrate` with writers,
 // each on an empty store3 and the seeded store2.
 func (b *bencher) run(ctx context.Context, t *topology, run int) error {
 	var s runSample
 	cleanCeiling := func() error { return wipe(t.client, ceilPre) }
-	for _, inflight := range []int{1, 8} {
-		var rate float64
-		what := fmt.Sprintf("ceiling, %d in flight", inflight)
-		if err := t.measure(what, cleanCeiling, func() (err error) {
-			rate, err = ceiling(ctx, t.client, b.n, inflight)
+	ceilings := []struct {
+		inflight int
+		data     ceilingData
+		dst      *float64
+		what     string
+	}{
+		{1, ceilRecords, &s.ceil1, "ceiling, 1 in flight"},
+		{8, ceilRecords, &s.ceil8, "ceiling, 8 in flight"},
+		{8, ceilSequential, &s.ceilSeq8, "sequential ceiling, 8 in flight"},
+	}
+	for _, c := range ceilings {
+		if err := t.measure(c.what, cleanCeiling, func() (err error) {
+			*c.dst, err = ceiling(ctx, t.client, b.n, c.inflight, c.data)
 			return err
 		}); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			return fmt.Errorf("%s: %w", c.what, err)
 		}
-		logf("%s, run %d: %s: %.0f records/s", t.name(), run, what, rate)
-		if inflight == 1 {
-			s.ceil1 = rate
-		} else {
-			s.ceil8 = rate
-		}
+		logf("%s, run %d: %s: %.0f records/s", t.name(), run, c.what, *c.dst)
 		if err := cleanCeiling(); err != nil {
 			return err
 		}

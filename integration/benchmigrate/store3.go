@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/apcera/deployhook/integration/harness"
+	"github.com/apcera/deployhook/migrate"
 )
 
 // topology is store3 as one measurement sees it: a single server or a
@@ -108,9 +109,28 @@ func (t *topology) stop() {
 	}
 }
 
-// ceiling writes n records of the value size in fenced transactions of 128
-// ops from inflight goroutines, and returns records/s.
-func ceiling(ctx context.Context, cl *api.Client, n, inflight int) (float64, error) {
+// ceilingData is what a ceiling writes.
+type ceilingData int
+
+const (
+	// ceilRecords: the benchmark's records (record i with values[i%26]), in
+	// the order they were seeded (the table's), under a prefix as long as
+	// the migration's, each key escaped as the migration escapes it, the
+	// version as flags: the migration's own work, done the obvious way.
+	ceilRecords ceilingData = iota
+	// ceilSequential: the first round's ceiling, kept as a reference:
+	// short keys in ascending order, one value, the index as flags. Consul
+	// writes it faster than the records (shorter keys, inserted in order).
+	ceilSequential
+)
+
+// ceilRecordsPre is where ceilRecords writes: as long as prefix.
+const ceilRecordsPre = ceilPre + "jmdb/"
+
+// ceiling writes n records in fenced transactions of 128 ops (a
+// check-session op and 127 sets) from inflight goroutines, and returns
+// records/s.
+func ceiling(ctx context.Context, cl *api.Client, n, inflight int, data ceilingData) (float64, error) {
 	lockKey := ceilPre + "migration/.lock"
 	sid, _, err := cl.Session().Create(&api.SessionEntry{TTL: "30s", LockDelay: time.Second, Behavior: api.SessionBehaviorRelease}, nil)
 	if err != nil {
@@ -127,9 +147,27 @@ func ceiling(ctx context.Context, cl *api.Client, n, inflight int) (float64, err
 	// Released before the session is destroyed: a destroy would start the
 	// lock delay on the key, and the next measurement takes it again.
 	defer cl.KV().Release(&api.KVPair{Key: lockKey, Session: sid}, nil)
+	// The ops are built before the clock starts, as the records ceiling's
+	// keys take escaping: the ceiling measures Consul and the client library.
 	const per = opsPerTxn - 1
+	sets := make([]*api.TxnOp, n)
+	vals, seqVal := values(), value(0, *flagValue)
+	for i := range sets {
+		op := &api.KVTxnOp{Verb: api.KVSet}
+		switch data {
+		case ceilRecords:
+			r := record(i, vals[i%len(vals)])
+			if op.Key, err = migrate.StoreKey(ceilRecordsPre, r.Bucket, r.Key); err != nil {
+				return 0, err
+			}
+			op.Value, op.Flags = r.Data, uint64(r.Version)
+		case ceilSequential:
+			op.Key, op.Value, op.Flags = fmt.Sprintf("%sjobs/rec-%08d", ceilPre, i), seqVal, uint64(i)
+		}
+		sets[i] = &api.TxnOp{KV: op}
+	}
+	fence := &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: lockKey, Session: sid}}
 	txns := (n + per - 1) / per
-	val := value(0, *flagValue)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
@@ -143,11 +181,7 @@ func ceiling(ctx context.Context, cl *api.Client, n, inflight int) (float64, err
 				if t >= txns {
 					return
 				}
-				ops = append(ops[:0], &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: lockKey, Session: sid}})
-				for i := t * per; i < min((t+1)*per, n); i++ {
-					ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet,
-						Key: fmt.Sprintf("%sjobs/rec-%08d", ceilPre, i), Value: val, Flags: uint64(i)}})
-				}
+				ops = append(append(ops[:0], fence), sets[t*per:min((t+1)*per, n)]...)
 				okTxn, resp, _, err := cl.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 				if err == nil && !okTxn {
 					err = fmt.Errorf("transaction %d rolled back: %+v", t, resp.Errors)
