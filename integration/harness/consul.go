@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ type consulConfig struct {
 	hcl            []string
 	logLevel       string
 	unixSocket     bool
+	gossipKey      string // the cluster's serf encryption key, base64
 }
 
 // WithLimits sets limits { txn_max_req_len kv_max_value_size } (bytes).
@@ -142,6 +144,9 @@ func (c *Consul) configFile() string { return filepath.Join(c.Dir, "config.hcl")
 func (c *Consul) config() string {
 	var b strings.Builder
 	b.WriteString("disable_update_check = true\n")
+	if c.cfg.gossipKey != "" {
+		fmt.Fprintf(&b, "encrypt = %q\n", c.cfg.gossipKey)
+	}
 	// Elections in about a second, not five: tests kill leaders.
 	b.WriteString("performance { raft_multiplier = 1 }\n")
 	if c.cfg.txnMaxReqLen > 0 || c.cfg.kvMaxValueSize > 0 {
@@ -413,6 +418,14 @@ func startCluster(dir string, n int, logw io.Writer, opts []ConsulOption) (*Cons
 	if cfg.acl {
 		token = randomUUID()
 	}
+	// Each cluster (a single server too) gossips under its own key. Ports
+	// are picked free and bound later: when another server took one in
+	// between, the server that lost it exits and the cluster is started
+	// again on new ports, but a server of this cluster could have joined
+	// the serf pool of another listening there, and merged the two: seen
+	// under load as a cluster of parallel tests that never elected a
+	// leader. Serf drops what it cannot decrypt.
+	cfg.gossipKey = randomKey()
 	for attempt := 0; ; attempt++ {
 		cl, err := tryCluster(bin, dir, n, cfg, token, logw)
 		if errors.Is(err, errPortInUse) && attempt < 3 {
@@ -570,6 +583,13 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// randomKey is a serf gossip encryption key: 32 random bytes, base64.
+func randomKey() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 func randomUUID() string {

@@ -4,6 +4,7 @@ package harness_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -148,5 +149,28 @@ func TestConsulCluster(t *testing.T) {
 	}
 	if _, err := l.Client().KV().Put(&api.KVPair{Key: "k", Value: []byte("v")}, nil); err != nil {
 		t.Errorf("write after failover: %v", err)
+	}
+}
+
+// Two servers started apart never merge: each cluster gossips under its
+// own key, so a join of one to the other's serf port fails. Without it the
+// join succeeds, and a cluster of parallel tests whose server joined
+// another's port (taken between picking and binding) never elected a leader.
+func TestConsulServersDoNotMerge(t *testing.T) {
+	t.Parallel()
+	a, b := harness.StartConsul(t), harness.StartConsul(t)
+	self, err := a.Client().Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, ok := self["Member"]["Port"].(float64)
+	if !ok {
+		t.Fatalf("no serf port in %v", self["Member"])
+	}
+	if err := b.Client().Agent().Join(fmt.Sprintf("127.0.0.1:%d", int(port)), false); err == nil {
+		t.Errorf("a server of another cluster joined %s's serf pool", a.Name)
+	}
+	if members, err := a.Client().Agent().Members(false); err != nil || len(members) != 1 {
+		t.Errorf("%s's members: %d, %v; want itself alone", a.Name, len(members), err)
 	}
 }
