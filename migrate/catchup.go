@@ -56,7 +56,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		listErr = r.retry(listCtx, "list store3", func() error {
 			res.foreign, res.foreignKeys = 0, nil
 			var err error
-			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkSizes, func(f foreignKey) {
+			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkStats, func(f foreignKey) {
 				if len(res.foreignKeys) < maxForeign {
 					res.foreignKeys = append(res.foreignKeys, f.key)
 				}

@@ -1,6 +1,8 @@
 package migrate
 
 import (
+	"maps"
+	"math/rand/v2"
 	"path"
 	"slices"
 	"strings"
@@ -42,5 +44,42 @@ func TestChunksAvoidDotSegments(t *testing.T) {
 	}
 	if !slices.IsSorted(prefixes) {
 		t.Errorf("chunk prefixes not in key order")
+	}
+}
+
+// chunkStat's stem and counts are exact in whatever order the keys come.
+func TestChunkStatIsExactInAnyOrder(t *testing.T) {
+	keys := []string{"jobs/job=3Aa1", "jobs/job=3Aa2", "jobs/job=3Ab", "jobs/job=3A", "jobs/job=3Aa1x", "jobs/jo"}
+	for _, n := range []int{1, 2, 3, 4, 5, 6} {
+		for range 20 {
+			perm := rand.Perm(len(keys))
+			var s chunkStat
+			for _, i := range perm[:n] {
+				s.add(keys[i])
+			}
+			// By brute force, on the same keys.
+			seen := make([]string, 0, n)
+			for _, i := range perm[:n] {
+				seen = append(seen, keys[i])
+			}
+			stem := seen[0]
+			for _, k := range seen[1:] {
+				for !strings.HasPrefix(k, stem) {
+					stem = stem[:len(stem)-1]
+				}
+			}
+			next := map[byte]int64{}
+			var end int64
+			for _, k := range seen {
+				if k == stem {
+					end++
+				} else {
+					next[k[len(stem)]]++
+				}
+			}
+			if s.n != int64(n) || s.stem != stem || !maps.Equal(s.next, next) || s.end != end {
+				t.Fatalf("keys %q: n %d stem %q next %v end %d, want %d %q %v %d", seen, s.n, s.stem, s.next, s.end, n, stem, next, end)
+			}
+		}
 	}
 }

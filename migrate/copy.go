@@ -67,14 +67,14 @@ func (r *run) wipe(ctx context.Context) error {
 // InFlight workers, and wait for every worker. Offline, it returns the
 // tally of the records it read and sent, which verification and the check
 // that store2 did not change compare with; online, the cutover's pass
-// compares store3 with the frozen store2 instead, and the copy only counts
-// the records of each chunk (r.chunkSizes), so that the pass lists the
-// largest chunks first.
+// compares store3 with the frozen store2 instead. Both ways, the copy
+// keeps what it saw of each chunk's keys (r.chunkStats): how the
+// comparisons list store3.
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
 	var read Tally
-	r.chunkSizes = map[string]int64{}
+	r.chunkStats = chunkStats{}
 	scanErr := snap.Stream(w.ctx, func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
@@ -85,7 +85,7 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 		if r.o.Offline {
 			read.Add(rel, rec.Version, rec.Data)
 		}
-		r.chunkSizes[chunkID(rel)]++
+		r.chunkStats.add(rel)
 		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
 	})
 	if scanErr == nil {

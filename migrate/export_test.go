@@ -6,3 +6,10 @@ func SetMaxDiffKeys(n int64) (restore func()) {
 	maxDiffKeys = n
 	return func() { maxDiffKeys = old }
 }
+
+// SetMaxListRecords sets maxListRecords for a test and returns the restore.
+func SetMaxListRecords(n int64) (restore func()) {
+	old := maxListRecords
+	maxListRecords = n
+	return func() { maxListRecords = old }
+}

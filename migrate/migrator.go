@@ -133,9 +133,9 @@ type run struct {
 	cu     catchUpState // the online migration's catch-up
 	freeze freezeState  // and its freeze
 	times  phaseTimes
-	// chunkSizes are the records the copy sent, by chunk: the order in
-	// which store3 is best listed (scanStore).
-	chunkSizes map[string]int64
+	// chunkStats are what the copy saw of each chunk's keys: how store3 is
+	// best listed (scanStore).
+	chunkStats chunkStats
 }
 
 func newRun(m *Migrator, o Options) *run {

@@ -629,3 +629,67 @@ func TestOfflineListsStore3Once(t *testing.T) {
 		t.Fatalf("%q listed %d times, want 1", prefix+"jobs/j", n)
 	}
 }
+
+// A chunk of more than maxListRecords records is listed in parts under its
+// stem, and what lies under the chunk outside the parts is still found: a
+// key outside the stem (the stem check lists the whole chunk), the stem's
+// own key, a key under a part the copy put nothing in.
+func TestLargeChunksAreListedInParts(t *testing.T) {
+	defer migrate.SetMaxListRecords(100)()
+	recs := records()
+	e := newEnv(t, recs)
+	kv := newListingKV(e.kv, "")
+	e.m.KV = kv
+	ctx := context.Background()
+	if _, err := e.m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkCopy(t, e.kv, recs)
+	// The 700 jobs keys share "job::/sandbox/admin::web" and go on with a
+	// digit.
+	stem := prefix + "jobs/job=3A=3A=2Fsandbox=2Fadmin=3A=3Aweb"
+	if n := kv.count(prefix + "jobs/j"); n != 0 {
+		t.Errorf("the large chunk listed whole %d times", n)
+	}
+	for _, part := range []string{stem + "3", stem + "Z"} {
+		if n := kv.count(part); n != 1 {
+			t.Errorf("part %q listed %d times, want 1 (the cutover)", part, n)
+		}
+	}
+
+	key := func(b, k string) string { s, _ := migrate.StoreKey(prefix, b, k); return s }
+	if d, err := migrate.Verify(ctx, e.src, kv, prefix, 0); err != nil || !d.Equal() {
+		t.Fatalf("clean verify: %+v, %v", d, err)
+	}
+	// Each alone, so that the chunk differs only by it: the record-by-record
+	// pass over a chunk that differs would find any of them anyway.
+	for _, c := range []struct{ key, want string }{
+		{"job::/sandbox/admin::web123", "different job::/sandbox/admin::web123"}, // in a part
+		{"job::/sandbox/admin::web", "extra job::/sandbox/admin::web"},           // the stem's own key
+		{"job::/sandbox/admin::webZ", "extra job::/sandbox/admin::webZ"},         // a part the copy left empty
+		{"jz", "extra jz"}, // outside the stem
+	} {
+		k := key("jobs", c.key)
+		old, _ := e.kv.Get(ctx, k)
+		e.kv.Put(k, []byte("changed"), 124)
+		d, err := migrate.Verify(ctx, e.src, kv, prefix, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, x := range d.Entries {
+			got = append(got, x.Kind+" "+x.Key)
+		}
+		if len(got) != 1 || got[0] != c.want || d.Source.Equal(d.Store) {
+			t.Errorf("%s: entries %q, want [%q]; store2 %d records (%s), store3 %d (%s)", c.key, got, c.want, d.Source.Count, d.Source.Digest, d.Store.Count, d.Store.Digest)
+		}
+		if old != nil {
+			e.kv.Put(k, old.Value, old.Flags)
+		} else if err := e.kv.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbDelete, Key: k}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := kv.count(prefix + "jobs/j"); n == 0 {
+		t.Error("a key outside the stem did not make verification list the whole chunk")
+	}
+}

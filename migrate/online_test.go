@@ -524,8 +524,15 @@ func TestStatusShowsPhases(t *testing.T) {
 // online as offline: the catch-up must not repair it silently, as if store2
 // had changed.
 func TestCorruptionBehindTheCopyFails(t *testing.T) {
-	for _, offline := range []bool{false, true} {
-		t.Run(fmt.Sprintf("offline=%t", offline), func(t *testing.T) {
+	for _, c := range []struct {
+		offline bool
+		maxList int64 // the chunks listed whole, or in parts
+	}{{false, 0}, {true, 0}, {false, 50}, {true, 50}} {
+		t.Run(fmt.Sprintf("offline=%t,maxList=%d", c.offline, c.maxList), func(t *testing.T) {
+			if c.maxList > 0 {
+				defer migrate.SetMaxListRecords(c.maxList)()
+			}
+			offline := c.offline
 			e := onlineEnv(t, 300)
 			e.m.Opts.Offline = offline
 			// A key the first copy batch wrote, corrupted once it is
