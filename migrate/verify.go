@@ -133,9 +133,6 @@ type listJob struct {
 func listJobs(prefix string, stats chunkStats) []listJob {
 	var jobs []listJob
 	for id, st := range stats {
-		if st.n == 0 {
-			continue
-		}
 		if st.n <= maxListRecords {
 			jobs = append(jobs, listJob{id: id, scan: prefix + id, size: st.n})
 			continue
@@ -237,25 +234,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 					res.t.Add(p.Key[len(prefix):], int64(p.Flags), p.Value)
 					return nil
 				}
-				what := j.scan
-				switch {
-				case j.scan != "":
-					res.err = kv.Scan(ctx, j.scan, add)
-				case j.stem != j.id && !stemHoldsAll(ctx, kv, prefix, j, &res.err):
-					what, res.whole = prefix+j.id, true
-					if res.err == nil {
-						res.err = kv.Scan(ctx, what, add)
-					}
-				case res.err == nil:
-					what = prefix + j.stem
-					var p *Pair
-					if p, res.err = kv.Get(ctx, what); p != nil {
-						add(p)
-					}
-				}
-				if res.err != nil {
-					res.err = fmt.Errorf("list %q: %w", what, res.err)
-				}
+				res.whole, res.err = j.list(ctx, kv, prefix, add)
 				results <- res
 			}
 		})
@@ -286,7 +265,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 			return
 		}
 		for _, c := range disc.chunks {
-			if id := c[len(prefix):]; stats[id] == nil || stats[id].n == 0 {
+			if id := c[len(prefix):]; stats[id] == nil {
 				if !send(listJob{id: id, scan: c}) {
 					return
 				}
@@ -348,17 +327,39 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 	return tallies, nForeign, nil
 }
 
-// stemHoldsAll reports whether every key under j's chunk starts with its
-// stem, from a keys listing whose separator is the rest of the stem:
+// list lists j, handing each pair to add. For a chunk's stem job, it
+// first lists the chunk's keys with the rest of the stem as separator:
 // Consul cuts every key that continues with it down to the stem, so the
-// answer is the stem alone, or nothing. A failure goes to *err.
-func stemHoldsAll(ctx context.Context, kv KV, prefix string, j listJob, err *error) bool {
-	keys, kerr := kv.Keys(ctx, prefix+j.id, j.stem[len(j.id):])
-	if kerr != nil {
-		*err = kerr
-		return false
+// answer is the stem alone, or nothing, when no key of the chunk lies
+// outside the stem; then it reads the stem's own key. Otherwise it lists
+// the whole chunk, and says so (whole).
+func (j listJob) list(ctx context.Context, kv KV, prefix string, add func(*Pair) error) (whole bool, err error) {
+	if j.scan != "" {
+		if err := kv.Scan(ctx, j.scan, add); err != nil {
+			return false, fmt.Errorf("list %q: %w", j.scan, err)
+		}
+		return false, nil
 	}
-	return len(keys) == 0 || len(keys) == 1 && keys[0] == prefix+j.stem
+	if j.stem != j.id {
+		keys, err := kv.Keys(ctx, prefix+j.id, j.stem[len(j.id):])
+		if err != nil {
+			return false, fmt.Errorf("list the keys of %q: %w", prefix+j.id, err)
+		}
+		if len(keys) > 1 || len(keys) == 1 && keys[0] != prefix+j.stem {
+			if err := kv.Scan(ctx, prefix+j.id, add); err != nil {
+				return true, fmt.Errorf("list %q: %w", prefix+j.id, err)
+			}
+			return true, nil
+		}
+	}
+	p, err := kv.Get(ctx, prefix+j.stem)
+	if err != nil {
+		return false, fmt.Errorf("read %q: %w", prefix+j.stem, err)
+	}
+	if p != nil {
+		add(p)
+	}
+	return false, nil
 }
 
 // maxForeign bounds the foreign keys a comparison names; it counts them all.
