@@ -48,6 +48,17 @@ type Snapshot interface {
 	Close(ctx context.Context) error
 }
 
+// BucketStreamer is a Snapshot that can stream its records a bucket at a
+// time: then the copy knows when a bucket is complete, and verification
+// lists it while the copy goes on (early.go).
+type BucketStreamer interface {
+	// StreamByBucket is Stream, one bucket after the other, the largest
+	// first, calling end after the last record of each. A source that
+	// cannot do so cheaply (too many buckets) streams as Stream does and
+	// calls end for none.
+	StreamByBucket(ctx context.Context, fn func(*Record) error, end func(bucket string) error) error
+}
+
 // Pair is one store3 key.
 type Pair struct {
 	Key         string
@@ -121,6 +132,15 @@ type KV interface {
 	// Limits reads the server's limits where the token may, else returns
 	// DefaultLimits with FromServer false.
 	Limits(ctx context.Context) Limits
+	// Index returns the index of prefix, as Consul's X-Consul-Index of a
+	// listing reports it: the highest ModifyIndex of the keys under prefix
+	// and of their tombstones (a deleted key's, kept 15 minutes; a deleted
+	// tree's, at the tree's prefix), or, when there are neither, the
+	// index of the last write anywhere. Setting or deleting a key under
+	// prefix raises it. It is cheap when the keys under prefix continue
+	// with a "/", as a bucket's do after its name: the answer rolls them
+	// up there.
+	Index(ctx context.Context, prefix string) (uint64, error)
 }
 
 // Locker takes the migration lock.

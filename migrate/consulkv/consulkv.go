@@ -130,6 +130,21 @@ func (s *Store) Keys(ctx context.Context, prefix, separator string) ([]string, e
 	return keys, nil
 }
 
+// Index implements migrate.KV: the X-Consul-Index of a keys listing rolled
+// up at "/" (Consul counts the keys it rolls up in the index).
+func (s *Store) Index(ctx context.Context, prefix string) (uint64, error) {
+	if err := addressable(prefix); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, meta, err := s.c.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return 0, s.classify(ctx, fmt.Sprintf("index of %q", prefix), err)
+	}
+	return meta.LastIndex, nil
+}
+
 func toPair(p *api.KVPair) migrate.Pair {
 	return migrate.Pair{Key: p.Key, Value: p.Value, Flags: p.Flags, ModifyIndex: p.ModifyIndex, Session: p.Session}
 }

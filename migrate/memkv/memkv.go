@@ -31,6 +31,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	pairs    map[string]*migrate.Pair
+	graves   map[string]uint64 // tombstones: the index of each delete, by key
 	index    uint64
 	seq      int64
 	sessions map[string]*lock // session id -> its lock
@@ -57,7 +58,7 @@ type lock struct {
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{pairs: map[string]*migrate.Pair{}, sessions: map[string]*lock{}, changed: make(chan struct{}), index: 1}
+	return &Store{pairs: map[string]*migrate.Pair{}, graves: map[string]uint64{}, sessions: map[string]*lock{}, changed: make(chan struct{}), index: 1}
 }
 
 var (
@@ -195,13 +196,32 @@ func (s *Store) Limits(ctx context.Context) migrate.Limits {
 	return s.TxnLimits
 }
 
-// Index is the index of the last write anywhere, what X-Consul-Index
-// reports on Consul: tests check that a dry run leaves it unchanged. It is
-// not part of migrate.KV.
+// Index implements migrate.KV as Consul does, tombstones included (never
+// reaped here).
 func (s *Store) Index(ctx context.Context, prefix string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.index, nil
+	if prefix == "" {
+		return s.index, nil
+	}
+	var idx uint64
+	for k, p := range s.pairs {
+		if strings.HasPrefix(k, prefix) {
+			idx = max(idx, p.ModifyIndex)
+		}
+	}
+	for k, i := range s.graves {
+		if strings.HasPrefix(k, prefix) {
+			idx = max(idx, i)
+		}
+	}
+	if idx == 0 {
+		return s.index, nil
+	}
+	return idx, nil
 }
 
 // Txn implements migrate.KV.
@@ -260,11 +280,15 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 		}
 	}
 	idx := s.index + 1
+	var graves []string
 	for i, op := range ops {
 		var err string
 		switch op.Verb {
 		case migrate.VerbSet:
 			old := s.pairs[op.Key]
+			if old != nil && old.Flags == op.Flags && slices.Equal(old.Value, op.Value) {
+				break // as Consul: an unchanged key keeps its ModifyIndex
+			}
 			p := &migrate.Pair{Key: op.Key, Value: slices.Clone(op.Value), Flags: op.Flags, ModifyIndex: idx}
 			if old != nil {
 				p.Session = old.Session
@@ -273,12 +297,18 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 		case migrate.VerbDelete:
 			if s.pairs[op.Key] != nil {
 				set(op.Key, nil)
+				graves = append(graves, op.Key)
 			}
 		case migrate.VerbDeleteTree:
+			deleted := false
 			for k := range s.pairs {
 				if strings.HasPrefix(k, op.Key) {
 					set(k, nil)
+					deleted = true
 				}
+			}
+			if deleted && op.Key != "" {
+				graves = append(graves, op.Key)
 			}
 		case migrate.VerbCheckNotExists:
 			if s.pairs[op.Key] != nil {
@@ -305,6 +335,9 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 		}
 	}
 	s.index = idx
+	for _, k := range graves {
+		s.graves[k] = idx
+	}
 	s.writes = append(s.writes, Write{Index: idx, Session: fence.Session, Ops: cloneOps(ops)})
 	s.notifyLocked()
 	return nil

@@ -13,7 +13,7 @@ import (
 func TestKVConformance(t *testing.T) {
 	migratetest.TestKV(t, func(t *testing.T) migratetest.Store {
 		s := memkv.New()
-		return migratetest.Store{KV: s, Locker: s, Index: s.Index}
+		return migratetest.Store{KV: s, Locker: s}
 	})
 }
 

@@ -1,6 +1,7 @@
 package memkv
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -225,6 +226,34 @@ type snapshot struct {
 
 func (s *snapshot) Count(ctx context.Context) (int64, error) {
 	return int64(len(s.records)), ctx.Err()
+}
+
+// StreamByBucket implements migrate.BucketStreamer: the records of each
+// bucket in reverse byte order, the largest bucket first, in one scan.
+func (s *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record) error, end func(bucket string) error) error {
+	counts := map[string]int{}
+	for _, r := range s.records {
+		counts[r.Bucket]++
+	}
+	order := slices.Clone(s.records)
+	slices.Reverse(order)
+	slices.SortStableFunc(order, func(a, b migrate.Record) int {
+		return cmp.Or(cmp.Compare(counts[b.Bucket], counts[a.Bucket]), strings.Compare(a.Bucket, b.Bucket))
+	})
+	var cur string
+	err := s.scan(ctx, slices.All(order), func(rec *migrate.Record) error {
+		if rec.Bucket != cur && cur != "" {
+			if err := end(cur); err != nil {
+				return err
+			}
+		}
+		cur = rec.Bucket
+		return fn(rec)
+	})
+	if err != nil || cur == "" {
+		return err
+	}
+	return end(cur)
 }
 
 // Scan reuses one buffer for Data and scribbles over it after each

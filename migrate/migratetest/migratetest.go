@@ -28,21 +28,15 @@ func testPrefix(t *testing.T) string {
 type Store struct {
 	KV     migrate.KV
 	Locker migrate.Locker
-	// Index returns the store's current raft index under prefix (Consul's
-	// X-Consul-Index): what a write that was rolled back must leave
-	// unchanged. Only tests read it, so it is not part of migrate.KV.
-	Index func(ctx context.Context, prefix string) (uint64, error)
 }
 
 // TestKV runs the KV and Locker conformance suite. newStore returns a
 // fresh store; the suite works under a random prefix of its own.
 func TestKV(t *testing.T, newStore func(t *testing.T) Store) {
 	ctx := context.Background()
-	var index func(ctx context.Context, prefix string) (uint64, error)
 	setup := func(t *testing.T) (migrate.KV, migrate.Locker, string, migrate.Lock) {
 		st := newStore(t)
 		kv, lk := st.KV, st.Locker
-		index = st.Index
 		p := testPrefix(t)
 		l, err := lk.TryLock(ctx, p+"migration/.lock", 5*time.Second)
 		if err != nil {
@@ -206,7 +200,7 @@ func TestKV(t *testing.T, newStore func(t *testing.T) Store) {
 
 	t.Run("CheckIndexOfAbsentKeyFails", func(t *testing.T) {
 		kv, _, p, _ := setup(t)
-		before, err := index(ctx, p)
+		before, err := kv.Index(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,9 +212,53 @@ func TestKV(t *testing.T, newStore func(t *testing.T) Store) {
 		if got, _ := kv.Get(ctx, p+"probe"); got != nil {
 			t.Fatal("probe wrote its key")
 		}
-		if after, err := index(ctx, p); err != nil || after != before {
+		if after, err := kv.Index(ctx, p); err != nil || after != before {
 			t.Fatalf("index %d -> %d (%v) after a rolled-back probe", before, after, err)
 		}
+	})
+
+	// What verification relies on to reuse a bucket listed earlier: the
+	// index of a prefix moves with every set or delete under it, and only
+	// then.
+	t.Run("IndexOfAPrefix", func(t *testing.T) {
+		kv, _, p, l := setup(t)
+		f := fenceOf(p, l)
+		write := func(ops ...migrate.Op) {
+			t.Helper()
+			if err := kv.Txn(ctx, f, ops); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(set(p+"b/1", "x", 0), set(p+"b/2", "x", 0), set(p+"b/3/4", "x", 0))
+		last := uint64(0)
+		check := func(what string, moved bool) {
+			t.Helper()
+			i, err := kv.Index(ctx, p+"b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (i != last) != moved {
+				t.Fatalf("%s: index of %q %d -> %d", what, p+"b", last, i)
+			}
+			last = i
+		}
+		check("after the first sets", true)
+		write(set(p+"c/1", "x", 0), set(p+"a", "x", 0))
+		check("after sets outside the prefix", false)
+		write(set(p+"b/2", "x", 0))
+		check("after a set to the same value", false) // Consul writes nothing
+		write(set(p+"b/2", "y", 0))
+		check("after a set to another value", true)
+		write(set(p+"b/2", "y", 7))
+		check("after a set to other flags", true)
+		write(migrate.Op{Verb: migrate.VerbDelete, Key: p + "b/1"})
+		check("after a delete", true)
+		write(migrate.Op{Verb: migrate.VerbDelete, Key: p + "b/absent"})
+		check("after a delete of an absent key", false)
+		write(migrate.Op{Verb: migrate.VerbDeleteTree, Key: p + "b/3/"})
+		check("after a tree delete", true)
+		write(set(p+"bb/1", "x", 0))
+		check("after a set of a longer prefix", true) // Consul counts it
 	})
 
 	t.Run("MaxOps", func(t *testing.T) {
@@ -392,6 +430,70 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			t.Fatalf("Count = %d, %v; want %d", n, err, len(recs))
 		}
 		same(t, scan(t, snap), want)
+	})
+
+	// A source that streams bucket by bucket does it the largest bucket
+	// first, ends each once, and returns every record; with many buckets
+	// it may stream as Stream does, ending none.
+	t.Run("StreamByBucket", func(t *testing.T) {
+		many := slices.Clone(recs)
+		for i := range 40 {
+			many = append(many, migrate.Record{Bucket: fmt.Sprintf("b%02d", i%20), Key: fmt.Sprint(i), Version: 1, Data: []byte("x")})
+		}
+		for _, rs := range [][]migrate.Record{recs, many} {
+			snap, err := newSource(t, rs).Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer snap.Close(ctx)
+			bs, ok := snap.(migrate.BucketStreamer)
+			if !ok {
+				t.Skip("not a migrate.BucketStreamer")
+			}
+			count := map[string]int{}
+			for _, r := range rs {
+				count[r.Bucket]++
+			}
+			var got []migrate.Record
+			var ended []string
+			err = bs.StreamByBucket(ctx, func(r *migrate.Record) error {
+				if slices.Contains(ended, r.Bucket) {
+					t.Fatalf("a record of %q after its end", r.Bucket)
+				}
+				c := *r
+				c.Data = bytes.Clone(r.Data)
+				got = append(got, c)
+				return nil
+			}, func(b string) error {
+				if slices.Contains(ended, b) || len(got) == 0 || got[len(got)-1].Bucket != b {
+					t.Fatalf("end of %q after %d records, buckets ended %q", b, len(got), ended)
+				}
+				if n := len(ended); n > 0 && count[ended[n-1]] < count[b] {
+					t.Fatalf("bucket %q (%d records) after %q (%d)", b, count[b], ended[n-1], count[ended[n-1]])
+				}
+				ended = append(ended, b)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ended) != 0 && len(ended) != len(count) {
+				t.Fatalf("%d of %d buckets ended", len(ended), len(count))
+			}
+			all := slices.Clone(rs)
+			slices.SortFunc(all, byteOrder)
+			slices.SortFunc(got, byteOrder)
+			same(t, got, all)
+		}
+		stop := errors.New("stop")
+		snap, err := newSource(t, recs).Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Close(ctx)
+		if err := snap.(migrate.BucketStreamer).StreamByBucket(ctx, func(*migrate.Record) error { return nil }, func(string) error { return stop }); !errors.Is(err, stop) {
+			t.Fatalf("StreamByBucket = %v, want end's error", err)
+		}
 	})
 
 	t.Run("StreamReturnsEveryRecord", func(t *testing.T) {

@@ -203,14 +203,45 @@ func (sn *snapshot) Stream(ctx context.Context, fn func(*migrate.Record) error) 
 	return sn.scan(ctx, "", fn)
 }
 
-// scan streams the rows, ordered by order. Their raw binary values are
+// maxBucketPasses is the most buckets StreamByBucket reads one by one.
+const maxBucketPasses = 16
+
+// StreamByBucket implements migrate.BucketStreamer: one query per bucket,
+// the largest first, each of which PostgreSQL plans as it sees fit (a scan
+// of the whole table for a large bucket, of the primary key's index for a
+// small one); nothing is sorted. Beyond maxBucketPasses buckets, one scan.
+func (sn *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record) error, end func(bucket string) error) error {
+	what := "list the buckets of " + sn.s.String()
+	rows, err := sn.tx.Query(ctx, "SELECT bucket FROM "+sn.s.quoted+" GROUP BY bucket ORDER BY count(*) DESC, bucket LIMIT $1", maxBucketPasses+1)
+	if err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	buckets, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	if len(buckets) > maxBucketPasses {
+		return sn.Stream(ctx, fn)
+	}
+	for _, b := range buckets {
+		if err := sn.scan(ctx, " WHERE bucket = $1", fn, b); err != nil {
+			return err
+		}
+		if err := end(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scan streams the rows, filtered and ordered by order (with args). Their raw binary values are
 // used in place: nothing but the two strings is allocated per row, and
 // Data points into pgx's read buffer until the next row.
-func (sn *snapshot) scan(ctx context.Context, order string, fn func(*migrate.Record) error) error {
+func (sn *snapshot) scan(ctx context.Context, order string, fn func(*migrate.Record) error, args ...any) error {
 	what := "scan " + sn.s.String()
 	rows, err := sn.tx.Query(ctx,
 		`SELECT bucket, key, version, data FROM `+sn.s.quoted+order,
-		pgx.QueryResultFormats{pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode})
+		append([]any{pgx.QueryResultFormats{pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode}}, args...)...)
 	if err != nil {
 		return sn.s.wrap(ctx, what, err)
 	}
