@@ -152,6 +152,7 @@ type Batch struct {
 	Records int64
 
 	arena []byte
+	seq   int64 // the copy's number for it, in the order it was sent
 }
 
 // Batcher packs set ops into transactions that respect Limits: at most

@@ -56,7 +56,8 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		listErr = r.retry(listCtx, "list store3", func() error {
 			res.foreign, res.foreignKeys = 0, nil
 			var err error
-			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkStats, func(f foreignKey) {
+			scope := scanScope{reuse: r.standingChecks(listCtx)}
+			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkStats, scope, func(f foreignKey) {
 				if len(res.foreignKeys) < maxForeign {
 					res.foreignKeys = append(res.foreignKeys, f.key)
 				}

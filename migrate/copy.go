@@ -69,13 +69,35 @@ func (r *run) wipe(ctx context.Context) error {
 // that store2 did not change compare with; online, the cutover's pass
 // compares store3 with the frozen store2 instead. Both ways, the copy
 // keeps what it saw of each chunk's keys (r.chunkStats): how the
-// comparisons list store3.
+// comparisons list store3. When the snapshot streams a bucket at a time,
+// each bucket is listed while the copy goes on, once all its records are
+// committed (early.go).
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
-	w := r.startWriters(ctx, b, "copy", func(x *Batch) { r.counts.stored(x.Records) })
+	bs, byBucket := snap.(BucketStreamer)
+	var early *earlyChecks
+	if byBucket {
+		early = r.startEarlyChecks(ctx)
+	}
+	r.checks = early
+	w := r.startWriters(ctx, b, "copy", func(x *Batch) {
+		r.counts.stored(x.Records)
+		if early != nil {
+			early.committed(x.seq)
+		}
+	})
+	var seq int64 // the number of the batch being built
+	send := func(x *Batch) error {
+		if x == nil {
+			return nil
+		}
+		x.seq = seq
+		seq++
+		return w.send(x)
+	}
 	var read Tally
 	r.chunkStats = chunkStats{}
-	scanErr := snap.Stream(w.ctx, func(rec *Record) error {
+	each := func(rec *Record) error {
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
@@ -86,12 +108,37 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 			read.Add(rel, rec.Version, rec.Data)
 		}
 		r.chunkStats.add(rel)
-		return w.send(b.Add(key, uint64(rec.Version), rec.Data))
-	})
-	if scanErr == nil {
-		scanErr = w.send(b.Flush())
+		return send(b.Add(key, uint64(rec.Version), rec.Data))
 	}
-	return read, w.wait(scanErr)
+	// A bucket's last batch is sent at once, not filled with the next
+	// bucket's records: the bucket is complete as soon as it and all
+	// before it are committed.
+	end := func(bucket string) error {
+		if err := send(b.Flush()); err != nil {
+			return err
+		}
+		if eb, err := EscapeSegment(bucket); err == nil {
+			early.ready(r.o.Prefix+eb+"/", seq-1, r.chunkStats.of(eb+"/"))
+		}
+		return nil
+	}
+	var scanErr error
+	if byBucket {
+		scanErr = bs.StreamByBucket(w.ctx, each, end)
+	} else {
+		scanErr = snap.Stream(w.ctx, each)
+	}
+	if scanErr == nil {
+		scanErr = send(b.Flush())
+	}
+	if early != nil {
+		early.stop()
+	}
+	err := w.wait(scanErr)
+	if early != nil {
+		early.finish(err != nil)
+	}
+	return read, err
 }
 
 // chunkTallies tally records chunk by chunk (chunkID).

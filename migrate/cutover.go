@@ -23,25 +23,13 @@ type freezeState struct {
 // it (a writer under the prefix that ignores the lock, or a store2 write
 // the capture did not record), and the migration fails.
 //
-// The pass lists all of store3, even the chunks a verifier could have
-// listed while the copy still ran (issue 11 item 1, tried and measured):
-//   - A chunk listed during the copy proves what store3 held then. Until
-//     .done, the fence keeps other migrators out but not a writer that
-//     ignores the lock, which is what verification is there to catch:
-//     TestCorruptionAfterTheCopyFails fails when the pass reuses such
-//     chunks. Consul could tell cheaply that a chunk did not change since
-//     (the X-Consul-Index of a keys-only listing is the highest
-//     ModifyIndex under the prefix, tombstones included), but KV does not
-//     expose it.
-//   - It did not pay either, on this 2-core machine at 100,000 records:
-//     with 3 of the 4 buckets' chunks verified during the copy and reused,
-//     the pass still listed the last bucket and the empty chunks (0.6 to
-//     1 s) and read the frozen store2 (1.1 to 1.4 s); the listings during
-//     the copy compete with it for the Consul server's CPU. Wall time,
-//     median of 5 alternated runs: 0.92 of the copy-then-verify migration.
-//
-// What the pass does instead is list store3 while it reads store2
-// (reconcile): the pass takes the longer of the two, not their sum.
+// The pass lists store3 while it reads store2 (reconcile), so that it
+// takes the longer of the two, not their sum; and it lists only the
+// buckets it must (early.go): a bucket listed while the copy still ran,
+// whose index Consul reports unchanged since, is taken as listed then.
+// TestCorruptionAfterTheCopyFails and TestChangesAfterABucketsCheckFail
+// hold that whatever changes after the copy, in a bucket listed then or
+// not, is still found.
 func (r *run) cutover(ctx context.Context) (Tally, error) {
 	o, f := r.o, &r.freeze
 	start := time.Now()

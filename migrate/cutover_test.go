@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,4 +81,121 @@ func TestCutoverListsStore3WhileReadingStore2(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDoneMatches(t, e)
+}
+
+// phasedKV records the prefixes store3 is listed by, before and after the
+// freeze of store2.
+type phasedKV struct {
+	*memkv.Store
+	frozen        atomic.Bool
+	mu            sync.Mutex
+	before, after []string
+	indexed       []string // the prefixes Index was called for
+}
+
+func (k *phasedKV) Index(ctx context.Context, prefix string) (uint64, error) {
+	k.mu.Lock()
+	k.indexed = append(k.indexed, prefix)
+	k.mu.Unlock()
+	return k.Store.Index(ctx, prefix)
+}
+
+func (k *phasedKV) wasIndexed(prefix string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Contains(k.indexed, prefix)
+}
+
+func (k *phasedKV) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
+	k.mu.Lock()
+	if k.frozen.Load() {
+		k.after = append(k.after, prefix)
+	} else {
+		k.before = append(k.before, prefix)
+	}
+	k.mu.Unlock()
+	return k.Store.Scan(ctx, prefix, fn)
+}
+
+func (k *phasedKV) listed() (before, after []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.before), slices.Clone(k.after)
+}
+
+// earlyEnv is onlineEnv over a phasedKV, whose copy streams routes (the
+// smallest bucket, streamed last) once the check of packages has begun:
+// jobs and packages are checked during the copy (a check under way when
+// the stream ends is finished), routes is left to the cutover.
+func earlyEnv(t *testing.T) (*env, *phasedKV) {
+	e := onlineEnv(t, len(records()))
+	kv := &phasedKV{Store: e.kv}
+	e.m.KV = kv
+	e.src.FreezeErr = func(int) error {
+		kv.frozen.Store(true)
+		return nil
+	}
+	e.src.ScanErr = func(n, i int) error {
+		if n == 2 && i == len(records())-1 { // the copy's snapshot, routes begun
+			waitUntil(t, func() bool { return kv.wasIndexed(prefix + "packages") })
+		}
+		return nil
+	}
+	return e, kv
+}
+
+// The buckets the copy completes first (the source streams the largest
+// first: jobs, packages, then routes) are listed while the copy goes on;
+// the cutover's pass takes their tallies from those listings, Consul's
+// index of each bucket being unchanged, and lists only the bucket
+// completed last.
+func TestBucketsCheckedDuringTheCopyAreNotListedAgain(t *testing.T) {
+	e, kv := earlyEnv(t)
+	if _, err := e.m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkDoneMatches(t, e)
+	before, after := kv.listed()
+	for _, c := range []struct {
+		chunk                 string
+		wantBefore, wantAfter bool
+	}{
+		{"jobs/j", true, false},
+		{"packages/=", true, false},
+		{"routes/n", false, true},
+	} {
+		if b, a := slices.Contains(before, prefix+c.chunk), slices.Contains(after, prefix+c.chunk); b != c.wantBefore || a != c.wantAfter {
+			t.Errorf("%q listed during the copy %t, after the freeze %t; want %t, %t", c.chunk, b, a, c.wantBefore, c.wantAfter)
+		}
+	}
+}
+
+// Whatever changes under a bucket checked during the copy, after its
+// check, fails the migration: a changed key, a deleted one, a new one, the
+// empty record key.
+func TestChangesAfterABucketsCheckFail(t *testing.T) {
+	web, _ := migrate.StoreKey(prefix, "jobs", "job::/sandbox/admin::web000")
+	for name, change := range map[string]func(e *env){
+		"changed": func(e *env) { e.kv.Put(web, []byte("tampered"), 1) },
+		"deleted": func(e *env) {
+			if err := e.kv.Txn(context.Background(), migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbDelete, Key: web}}); err != nil {
+				t.Error(err)
+			}
+		},
+		"added":     func(e *env) { e.kv.Put(prefix+"jobs/zzz", []byte("x"), 1) },
+		"empty key": func(e *env) { e.kv.Put(prefix+"jobs/", []byte("x"), 1) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, kv := earlyEnv(t)
+			e.src.FreezeErr = func(int) error {
+				kv.frozen.Store(true)
+				change(e)
+				return nil
+			}
+			checkMismatchNoDone(t, e)
+			if before, _ := kv.listed(); !slices.Contains(before, prefix+"jobs/j") {
+				t.Fatal("jobs was not checked during the copy")
+			}
+		})
+	}
 }

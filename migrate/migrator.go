@@ -136,6 +136,8 @@ type run struct {
 	// chunkStats are what the copy saw of each chunk's keys: how store3 is
 	// best listed (scanStore).
 	chunkStats chunkStats
+	// checks are the buckets listed while the copy ran (early.go).
+	checks *earlyChecks
 }
 
 func newRun(m *Migrator, o Options) *run {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -114,6 +115,18 @@ func (c chunkStats) add(rel string) {
 	s.add(rel)
 }
 
+// of returns the stats of the chunks of one bucket directory (relative to
+// the prefix).
+func (c chunkStats) of(dir string) chunkStats {
+	out := chunkStats{}
+	for _, p := range chunkPrefixes(dir) {
+		if s := c[p]; s != nil {
+			out[p] = s
+		}
+	}
+	return out
+}
+
 // listJob is one listing of scanStore, of chunk id: the keys under scan;
 // or, for a chunk listed in parts, the key that is the stem itself, once
 // a keys listing has shown that no key under the chunk lies outside the
@@ -164,50 +177,91 @@ type foreignKey struct{ key, why string }
 // foreign keys found, calling foreign (from this goroutine) with those it
 // names. Keys under a bucket whose first byte lies outside the escaped
 // alphabet are not listed: only a writer that ignores the escaping and the
-// lock can put them there.
-func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, foreign func(foreignKey)) (map[string]*Tally, int, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	first := listJobs(prefix, stats)
+// lock can put them there. The scope narrows it to one bucket, or takes
+// some buckets' tallies from earlier checks instead of listing them.
+func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, scope scanScope, foreign func(foreignKey)) (map[string]*Tally, int, error) {
+	t, _, n, err := scanStoreIndex(ctx, kv, prefix, stats, scope, foreign)
+	return t, n, err
+}
 
-	// The buckets, found while the first chunks are listed.
-	type found struct {
-		chunks  []string
-		foreign []string
-		err     error
+// scanScope narrows scanStore.
+type scanScope struct {
+	// only, when set, is the one bucket directory to list (stats must
+	// hold its chunks alone); the buckets are not searched for.
+	only string
+	// reuse are bucket directories not to list: their checks stand.
+	reuse map[string]*bucketCheck
+}
+
+// reused reports whether the chunk (or bucket directory) id, relative to
+// the prefix, lies in a bucket whose check stands.
+func (s scanScope) reused(prefix, id string) bool {
+	if len(s.reuse) == 0 {
+		return false
 	}
-	discovered := make(chan found, 1)
-	go func() {
-		var f found
-		defer func() { discovered <- f }()
+	return s.reuse[prefix+id[:strings.IndexByte(id, '/')+1]] != nil
+}
+
+// found is what the search for buckets found.
+type found struct {
+	chunks  []string
+	foreign []string
+	err     error
+}
+
+// findBuckets lists the bucket directories under prefix and returns the
+// chunks of each (of scope.only alone, when set), but those of reused
+// buckets.
+func findBuckets(ctx context.Context, kv KV, prefix string, scope scanScope) (f found) {
+	dirs := []string{scope.only}
+	if scope.only == "" {
 		top, err := kv.Keys(ctx, prefix, "/")
 		if err != nil {
 			f.err = fmt.Errorf("list %q: %w", prefix, err)
-			return
+			return f
 		}
-		for _, dir := range top {
-			if dir == migrationDir(prefix) {
-				continue
-			}
-			eb, ok := strings.CutSuffix(dir[len(prefix):], "/")
-			if !ok || strings.Contains(eb, "/") {
-				f.foreign = append(f.foreign, dir)
-				continue
-			}
-			if _, err := UnescapeSegment(eb); err != nil {
-				f.foreign = append(f.foreign, dir)
-				continue
-			}
-			// The empty record key, the one key a chunk cannot hold.
-			if p, err := kv.Get(ctx, dir); err != nil {
-				f.err = fmt.Errorf("read %q: %w", dir, err)
-				return
-			} else if p != nil {
-				f.foreign = append(f.foreign, dir)
-			}
-			f.chunks = append(f.chunks, chunkPrefixes(dir)...)
+		dirs = top
+	}
+	for _, dir := range dirs {
+		if dir == migrationDir(prefix) || scope.reuse[dir] != nil {
+			continue
 		}
-	}()
+		eb, ok := strings.CutSuffix(dir[len(prefix):], "/")
+		if !ok || strings.Contains(eb, "/") {
+			f.foreign = append(f.foreign, dir)
+			continue
+		}
+		if _, err := UnescapeSegment(eb); err != nil {
+			f.foreign = append(f.foreign, dir)
+			continue
+		}
+		// The empty record key, the one key a chunk cannot hold.
+		if p, err := kv.Get(ctx, dir); err != nil {
+			f.err = fmt.Errorf("read %q: %w", dir, err)
+			return f
+		} else if p != nil {
+			f.foreign = append(f.foreign, dir)
+		}
+		f.chunks = append(f.chunks, chunkPrefixes(dir)...)
+	}
+	return f
+}
+
+// scanStoreIndex is scanStore that also returns the highest ModifyIndex of
+// the pairs it listed.
+func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats, scope scanScope, foreign func(foreignKey)) (map[string]*Tally, uint64, int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var first []listJob
+	for _, j := range listJobs(prefix, stats) {
+		if !scope.reused(prefix, j.id) {
+			first = append(first, j)
+		}
+	}
+
+	// The buckets, found while the first chunks are listed.
+	discovered := make(chan found, 1)
+	go func() { discovered <- findBuckets(ctx, kv, prefix, scope) }()
 
 	type result struct {
 		id       string
@@ -215,6 +269,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 		t        Tally
 		foreign  []foreignKey
 		nForeign int
+		maxIndex uint64
 		err      error
 	}
 	jobs := make(chan listJob)
@@ -225,6 +280,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 			for j := range jobs {
 				res := &result{id: j.id}
 				add := func(p *Pair) error {
+					res.maxIndex = max(res.maxIndex, p.ModifyIndex)
 					if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
 						if res.nForeign++; len(res.foreign) < maxForeignPerChunk {
 							res.foreign = append(res.foreign, foreignKey{p.Key, "foreign key: " + err.Error()})
@@ -265,7 +321,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 			return
 		}
 		for _, c := range disc.chunks {
-			if id := c[len(prefix):]; stats[id] == nil {
+			if id := c[len(prefix):]; stats[id] == nil && !scope.reused(prefix, id) {
 				if !send(listJob{id: id, scan: c}) {
 					return
 				}
@@ -289,16 +345,20 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 		parts[res.id] = append(parts[res.id], res)
 	}
 	if disc.err != nil {
-		return nil, 0, disc.err
+		return nil, 0, 0, disc.err
 	}
 	if firstErr != nil {
-		return nil, 0, firstErr
+		return nil, 0, 0, firstErr
 	}
 	if err := ctx.Err(); err != nil { // cancelled while no listing ran
-		return nil, 0, context.Cause(ctx)
+		return nil, 0, 0, context.Cause(ctx)
 	}
+	var maxIndex uint64
 	ids := make([]string, 0, len(parts))
 	for id, rs := range parts {
+		for _, r := range rs {
+			maxIndex = max(maxIndex, r.maxIndex)
+		}
 		if i := slices.IndexFunc(rs, func(r *result) bool { return r.whole }); i >= 0 {
 			parts[id] = rs[i : i+1]
 		}
@@ -310,6 +370,16 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 	for _, k := range disc.foreign {
 		nForeign++
 		foreign(foreignKey{k, "foreign key"})
+	}
+	for _, dir := range slices.Sorted(maps.Keys(scope.reuse)) {
+		c := scope.reuse[dir]
+		nForeign += c.nForeign
+		for _, f := range c.foreign {
+			foreign(f)
+		}
+		for id, t := range c.tallies {
+			tallies[id] = t
+		}
 	}
 	for _, id := range ids {
 		var t Tally
@@ -324,7 +394,7 @@ func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, fore
 			tallies[id] = &t
 		}
 	}
-	return tallies, nForeign, nil
+	return tallies, maxIndex, nForeign, nil
 }
 
 // list lists j, handing each pair to add. For a chunk's stem job, it
@@ -435,7 +505,7 @@ func Verify(ctx context.Context, src Source, kv KV, prefix string, max int) (*Di
 	}
 
 	named := 0
-	storeChunks, nForeign, err := scanStore(ctx, kv, prefix, stats, func(f foreignKey) {
+	storeChunks, nForeign, err := scanStore(ctx, kv, prefix, stats, scanScope{}, func(f foreignKey) {
 		named++
 		add(DiffEntry{Kind: DiffExtra, StoreKey: f.key, Detail: f.why})
 	})

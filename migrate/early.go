@@ -1,0 +1,224 @@
+package migrate
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Verification lists store3 while the copy still runs, a bucket at a
+// time, when store2 streams its records a bucket at a time
+// (BucketStreamer): a bucket is listed once its last record was streamed
+// and every batch holding one of its records was committed. The
+// comparison after the copy (the cutover's pass, or offline the check that
+// store2 did not change) takes a bucket's tallies from its check instead
+// of listing it again when the bucket's index (KV.Index) is still the one
+// read just before the check listed it: nothing under the bucket was set
+// or deleted since. Otherwise, and for the bucket the copy completed last,
+// it lists as before.
+//
+// What an unchanged index proves, and its limits: every set raises the
+// ModifyIndex of its key, every delete leaves a tombstone under the key's
+// own prefix, and the index is the highest of both. A check stands only
+// when the keys it listed account for the index it read (else a tombstone
+// or a write between the two set it), and for maxCheckAge. What it cannot
+// see: a writer that ignores the lock deleting the bucket's keys through a
+// tree delete of a shorter prefix, after a transaction of its own that both
+// set and deleted keys of the bucket was the last write there before the
+// check (the index then falls back on that transaction's tombstone). The
+// migration's own writes never delete in the transactions that set.
+
+// maxCheckAge bounds how old a check may be and still stand: Consul keeps
+// the tombstone of a deleted key, which holds the index up, for 15
+// minutes (not configurable in 1.16), and a delete whose tombstone was
+// reaped no longer moves the index.
+const maxCheckAge = 10 * time.Minute
+
+// bucketCheck is what one bucket directory of store3 held when the copy
+// had committed all its records.
+type bucketCheck struct {
+	dir      string // prefix + escaped bucket + "/"
+	index    uint64 // KV.Index of the bucket, read before the listing
+	at       time.Time
+	tallies  map[string]*Tally // by chunk id; empty chunks absent
+	foreign  []foreignKey      // named
+	nForeign int
+}
+
+// indexPrefix is what a bucket's index is read under: the directory
+// without its slash, so that Consul rolls every key of the bucket up into
+// one (see KV.Index). It also covers buckets whose escaped names extend
+// this one's: a write there makes the check not stand, which costs a
+// listing, never a missed difference.
+func (c *bucketCheck) indexPrefix() string { return strings.TrimSuffix(c.dir, "/") }
+
+// checkBucket lists the bucket directory dir, whose chunks stats holds
+// (what the copy saw of them), after reading its index. It returns nil
+// when the check cannot stand: the listing failed, or its pairs do not
+// account for the index (a write came between the two, or the index is
+// a tombstone's, which a later delete of a shorter prefix could leave in
+// place).
+func checkBucket(ctx context.Context, kv KV, prefix, dir string, stats chunkStats) *bucketCheck {
+	c := &bucketCheck{dir: dir, at: time.Now()}
+	var err error
+	if c.index, err = kv.Index(ctx, c.indexPrefix()); err != nil {
+		return nil
+	}
+	tallies, maxIndex, n, err := scanStoreIndex(ctx, kv, prefix, stats, scanScope{only: dir}, func(f foreignKey) {
+		c.foreign = append(c.foreign, f)
+	})
+	if err != nil || maxIndex != c.index {
+		return nil
+	}
+	c.tallies, c.nForeign = tallies, n
+	return c
+}
+
+// standingChecks returns the checks whose bucket's index is unchanged,
+// by directory.
+func (r *run) standingChecks(ctx context.Context) map[string]*bucketCheck {
+	checks := r.checks.get()
+	if len(checks) == 0 {
+		return nil
+	}
+	out := map[string]*bucketCheck{}
+	for dir, c := range checks {
+		if time.Since(c.at) > maxCheckAge {
+			continue
+		}
+		if idx, err := r.m.KV.Index(ctx, c.indexPrefix()); err == nil && idx == c.index {
+			out[dir] = c
+		}
+	}
+	return out
+}
+
+// earlyChecks runs the checks while the copy goes on: buckets become
+// ready as the copy streams their last record (ready), and checkable once
+// every batch up to that record's was committed (committed); one worker
+// checks them in that order, until finish.
+type earlyChecks struct {
+	r      *run
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	below   int64          // every batch numbered below it is committed
+	above   map[int64]bool // committed batches numbered above below
+	waiting []readyBucket  // in batch order
+	checks  map[string]*bucketCheck
+	stopped bool
+	kick    chan struct{}
+	done    chan struct{}
+}
+
+// readyBucket is a bucket whose records were all streamed, into batches
+// numbered batch or less.
+type readyBucket struct {
+	dir   string
+	batch int64
+	stats chunkStats
+}
+
+func (r *run) startEarlyChecks(ctx context.Context) *earlyChecks {
+	e := &earlyChecks{r: r, above: map[int64]bool{}, checks: map[string]*bucketCheck{},
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	e.ctx, e.cancel = context.WithCancel(ctx)
+	go e.work()
+	return e
+}
+
+// ready queues the bucket dir, whose records all went into batches
+// numbered batch or less; stats are its chunks.
+func (e *earlyChecks) ready(dir string, batch int64, stats chunkStats) {
+	e.mu.Lock()
+	e.waiting = append(e.waiting, readyBucket{dir, batch, stats})
+	e.mu.Unlock()
+	e.wake()
+}
+
+// committed records that batch number n was committed.
+func (e *earlyChecks) committed(n int64) {
+	e.mu.Lock()
+	e.above[n] = true
+	for e.above[e.below] {
+		delete(e.above, e.below)
+		e.below++
+	}
+	e.mu.Unlock()
+	e.wake()
+}
+
+func (e *earlyChecks) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the first bucket whose batches are all committed.
+func (e *earlyChecks) next() (readyBucket, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped || len(e.waiting) == 0 || e.waiting[0].batch >= e.below {
+		return readyBucket{}, false
+	}
+	b := e.waiting[0]
+	e.waiting = e.waiting[1:]
+	return b, true
+}
+
+func (e *earlyChecks) work() {
+	defer close(e.done)
+	for {
+		for b, ok := e.next(); ok; b, ok = e.next() {
+			if c := checkBucket(e.ctx, e.r.m.KV, e.r.o.Prefix, b.dir, b.stats); c != nil {
+				e.mu.Lock()
+				e.checks[b.dir] = c
+				e.mu.Unlock()
+			}
+		}
+		select {
+		case <-e.kick:
+			e.mu.Lock()
+			stopped := e.stopped
+			e.mu.Unlock()
+			if stopped {
+				return
+			}
+		case <-e.ctx.Done():
+			return
+		}
+	}
+}
+
+// stop starts no more checks: the buckets still waiting are left to the
+// comparison after the copy, which lists them beside store2's read.
+func (e *earlyChecks) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	e.wake()
+}
+
+// finish stops the checks and waits for the one under way, which it
+// cancels after a failed copy.
+func (e *earlyChecks) finish(failed bool) {
+	e.stop()
+	if failed {
+		e.cancel()
+	}
+	<-e.done
+	e.cancel()
+}
+
+// get returns the checks made, by bucket directory.
+func (e *earlyChecks) get() map[string]*bucketCheck {
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.checks
+}
