@@ -203,8 +203,11 @@ func (sn *snapshot) Stream(ctx context.Context, fn func(*migrate.Record) error) 
 	return sn.scan(ctx, "", fn)
 }
 
-// maxBucketPasses is the most buckets StreamByBucket reads one by one.
-const maxBucketPasses = 16
+// maxBucketPasses is the most buckets StreamByBucket reads one by one:
+// each pass over a large bucket is a scan of the whole table (the
+// buckets' rows are interleaved), so PostgreSQL reads up to that many
+// times what one scan reads; the apcera components have a handful.
+const maxBucketPasses = 8
 
 // StreamByBucket implements migrate.BucketStreamer: one query per bucket,
 // the largest first, each of which PostgreSQL plans as it sees fit (a scan
