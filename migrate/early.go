@@ -20,14 +20,13 @@ import (
 //
 // What an unchanged index proves, and its limits: every set raises the
 // ModifyIndex of its key, every delete leaves a tombstone under the key's
-// own prefix, and the index is the highest of both. A check stands only
-// when the keys it listed account for the index it read (else a tombstone
-// or a write between the two set it), and for maxCheckAge. What it cannot
-// see: a writer that ignores the lock deleting the bucket's keys through a
-// tree delete of a shorter prefix, after a transaction of its own that both
-// set and deleted keys of the bucket was the last write there before the
-// check (the index then falls back on that transaction's tombstone). The
-// migration's own writes never delete in the transactions that set.
+// own prefix, and the index is the highest of both, so any write under the
+// bucket since the check moves it, but two: a tombstone reaped (Consul
+// keeps them 15 minutes: a check stands for maxCheckAge), and a tree
+// delete of a prefix shorter than the bucket's, whose tombstone lies
+// outside it. That one empties the bucket, and a bucket that holds no key
+// any more is taken as empty, whatever its check found (scanStore;
+// TestACheckStandsOnlyOnKeysThatAreThere, TestAnEmptiedBucketIsNotReused).
 
 // maxCheckAge bounds how old a check may be and still stand: Consul keeps
 // the tombstone of a deleted key, which holds the index up, for 15
@@ -54,21 +53,19 @@ type bucketCheck struct {
 func (c *bucketCheck) indexPrefix() string { return strings.TrimSuffix(c.dir, "/") }
 
 // checkBucket lists the bucket directory dir, whose chunks stats holds
-// (what the copy saw of them), after reading its index. It returns nil
-// when the check cannot stand: the listing failed, or its pairs do not
-// account for the index (a write came between the two, or the index is
-// a tombstone's, which a later delete of a shorter prefix could leave in
-// place).
+// (what the copy saw of them), after reading its index (a write between
+// the two moves the index past the one read). It returns nil when the
+// listing failed.
 func checkBucket(ctx context.Context, kv KV, prefix, dir string, stats chunkStats) *bucketCheck {
 	c := &bucketCheck{dir: dir, at: time.Now()}
 	var err error
 	if c.index, err = kv.Index(ctx, c.indexPrefix()); err != nil {
 		return nil
 	}
-	tallies, maxIndex, n, err := scanStoreIndex(ctx, kv, prefix, stats, scanScope{only: dir}, func(f foreignKey) {
+	tallies, n, err := scanStore(ctx, kv, prefix, stats, scanScope{only: dir}, func(f foreignKey) {
 		c.foreign = append(c.foreign, f)
 	})
-	if err != nil || maxIndex != c.index {
+	if err != nil {
 		return nil
 	}
 	c.tallies, c.nForeign = tallies, n

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -165,25 +164,6 @@ func listJobs(prefix string, stats chunkStats) []listJob {
 // foreignKey is a key under the prefix that no record can produce.
 type foreignKey struct{ key, why string }
 
-// scanStore tallies what store3 holds under prefix outside migration/,
-// chunk by chunk, listInFlight listings at a time, each streamed
-// (KV.Scan), so memory stays bounded whatever the store holds. The chunks
-// stats (what the copy saw) expects records in are listed at once, the
-// largest first and the large ones in parts (listJobs), so that the
-// longest listings run side by side, while the buckets are found (a keys
-// listing that costs the server a walk of every key: 0.8 s at 1,000,000
-// records); then every other chunk of every bucket, in key order. It
-// returns the tally of every non-empty chunk by chunk id, and the number of
-// foreign keys found, calling foreign (from this goroutine) with those it
-// names. Keys under a bucket whose first byte lies outside the escaped
-// alphabet are not listed: only a writer that ignores the escaping and the
-// lock can put them there. The scope narrows it to one bucket, or takes
-// some buckets' tallies from earlier checks instead of listing them.
-func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, scope scanScope, foreign func(foreignKey)) (map[string]*Tally, int, error) {
-	t, _, n, err := scanStoreIndex(ctx, kv, prefix, stats, scope, foreign)
-	return t, n, err
-}
-
 // scanScope narrows scanStore.
 type scanScope struct {
 	// only, when set, is the one bucket directory to list (stats must
@@ -206,12 +186,13 @@ func (s scanScope) reused(prefix, id string) bool {
 type found struct {
 	chunks  []string
 	foreign []string
+	reused  []string // the reused bucket directories that hold keys
 	err     error
 }
 
 // findBuckets lists the bucket directories under prefix and returns the
 // chunks of each (of scope.only alone, when set), but those of reused
-// buckets.
+// buckets, of which it returns those that still hold keys.
 func findBuckets(ctx context.Context, kv KV, prefix string, scope scanScope) (f found) {
 	dirs := []string{scope.only}
 	if scope.only == "" {
@@ -223,7 +204,11 @@ func findBuckets(ctx context.Context, kv KV, prefix string, scope scanScope) (f 
 		dirs = top
 	}
 	for _, dir := range dirs {
-		if dir == migrationDir(prefix) || scope.reuse[dir] != nil {
+		if scope.reuse[dir] != nil {
+			f.reused = append(f.reused, dir)
+			continue
+		}
+		if dir == migrationDir(prefix) {
 			continue
 		}
 		eb, ok := strings.CutSuffix(dir[len(prefix):], "/")
@@ -247,9 +232,21 @@ func findBuckets(ctx context.Context, kv KV, prefix string, scope scanScope) (f 
 	return f
 }
 
-// scanStoreIndex is scanStore that also returns the highest ModifyIndex of
-// the pairs it listed.
-func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats, scope scanScope, foreign func(foreignKey)) (map[string]*Tally, uint64, int, error) {
+// scanStore tallies what store3 holds under prefix outside migration/,
+// chunk by chunk, listInFlight listings at a time, each streamed
+// (KV.Scan), so memory stays bounded whatever the store holds. The chunks
+// stats (what the copy saw) expects records in are listed at once, the
+// largest first and the large ones in parts (listJobs), so that the
+// longest listings run side by side, while the buckets are found (a keys
+// listing that costs the server a walk of every key: 0.8 s at 1,000,000
+// records); then every other chunk of every bucket, in key order. It
+// returns the tally of every non-empty chunk by chunk id, and the number of
+// foreign keys found, calling foreign (from this goroutine) with those it
+// names. Keys under a bucket whose first byte lies outside the escaped
+// alphabet are not listed: only a writer that ignores the escaping and the
+// lock can put them there. The scope narrows it to one bucket, or takes
+// some buckets' tallies from earlier checks instead of listing them.
+func scanStore(ctx context.Context, kv KV, prefix string, stats chunkStats, scope scanScope, foreign func(foreignKey)) (map[string]*Tally, int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var first []listJob
@@ -269,7 +266,6 @@ func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats,
 		t        Tally
 		foreign  []foreignKey
 		nForeign int
-		maxIndex uint64
 		err      error
 	}
 	jobs := make(chan listJob)
@@ -280,7 +276,6 @@ func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats,
 			for j := range jobs {
 				res := &result{id: j.id}
 				add := func(p *Pair) error {
-					res.maxIndex = max(res.maxIndex, p.ModifyIndex)
 					if _, _, err := ParseStoreKey(prefix, p.Key); err != nil {
 						if res.nForeign++; len(res.foreign) < maxForeignPerChunk {
 							res.foreign = append(res.foreign, foreignKey{p.Key, "foreign key: " + err.Error()})
@@ -345,20 +340,16 @@ func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats,
 		parts[res.id] = append(parts[res.id], res)
 	}
 	if disc.err != nil {
-		return nil, 0, 0, disc.err
+		return nil, 0, disc.err
 	}
 	if firstErr != nil {
-		return nil, 0, 0, firstErr
+		return nil, 0, firstErr
 	}
 	if err := ctx.Err(); err != nil { // cancelled while no listing ran
-		return nil, 0, 0, context.Cause(ctx)
+		return nil, 0, context.Cause(ctx)
 	}
-	var maxIndex uint64
 	ids := make([]string, 0, len(parts))
 	for id, rs := range parts {
-		for _, r := range rs {
-			maxIndex = max(maxIndex, r.maxIndex)
-		}
 		if i := slices.IndexFunc(rs, func(r *result) bool { return r.whole }); i >= 0 {
 			parts[id] = rs[i : i+1]
 		}
@@ -371,7 +362,10 @@ func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats,
 		nForeign++
 		foreign(foreignKey{k, "foreign key"})
 	}
-	for _, dir := range slices.Sorted(maps.Keys(scope.reuse)) {
+	// A reused bucket that holds no key now is empty, whatever its check
+	// found: its keys can all go without moving its index, through a tree
+	// delete of a shorter prefix, whose tombstone lies outside it.
+	for _, dir := range disc.reused {
 		c := scope.reuse[dir]
 		nForeign += c.nForeign
 		for _, f := range c.foreign {
@@ -394,7 +388,7 @@ func scanStoreIndex(ctx context.Context, kv KV, prefix string, stats chunkStats,
 			tallies[id] = &t
 		}
 	}
-	return tallies, maxIndex, nForeign, nil
+	return tallies, nForeign, nil
 }
 
 // list lists j, handing each pair to add. For a chunk's stem job, it
