@@ -69,22 +69,16 @@ func (r *run) wipe(ctx context.Context) error {
 // that store2 did not change compare with; online, the cutover's pass
 // compares store3 with the frozen store2 instead. Both ways, the copy
 // keeps what it saw of each chunk's keys (r.chunkStats): how the
-// comparisons list store3. When the snapshot streams a bucket at a time,
-// each bucket is listed while the copy goes on, once all its records are
-// committed (early.go).
+// comparisons list store3. Each bucket the snapshot streams whole is
+// listed while the copy goes on, once all its records are committed
+// (early.go).
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	b := r.newBatcher()
-	bs, byBucket := snap.(BucketStreamer)
-	var early *earlyChecks
-	if byBucket {
-		early = r.startEarlyChecks(ctx)
-	}
+	early := r.startEarlyChecks(ctx)
 	r.checks = early
 	w := r.startWriters(ctx, b, "copy", func(x *Batch) {
 		r.counts.stored(x.Records)
-		if early != nil {
-			early.committed(x.seq)
-		}
+		early.committed(x.seq)
 	})
 	var seq int64 // the number of the batch being built
 	send := func(x *Batch) error {
@@ -122,22 +116,13 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 		}
 		return nil
 	}
-	var scanErr error
-	if byBucket {
-		scanErr = bs.StreamByBucket(w.ctx, each, end)
-	} else {
-		scanErr = snap.Stream(w.ctx, each)
-	}
+	scanErr := snap.StreamByBucket(w.ctx, each, end)
 	if scanErr == nil {
 		scanErr = send(b.Flush())
 	}
-	if early != nil {
-		early.stop()
-	}
+	early.stop() // no check begins while the last batches commit
 	err := w.wait(scanErr)
-	if early != nil {
-		early.finish(err != nil)
-	}
+	early.finish(err != nil)
 	return read, err
 }
 

@@ -8,8 +8,8 @@ import (
 )
 
 // Verification lists store3 while the copy still runs, a bucket at a
-// time, when store2 streams its records a bucket at a time
-// (BucketStreamer): a bucket is listed once its last record was streamed
+// time, as store2 streams its records a bucket at a time
+// (Snapshot.StreamByBucket): a bucket is listed once its last record was streamed
 // and every batch holding one of its records was committed. The
 // comparison after the copy (the cutover's pass, or offline the check that
 // store2 did not change) takes a bucket's tallies from its check instead

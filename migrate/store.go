@@ -44,19 +44,14 @@ type Snapshot interface {
 	// (a sort of the whole table, on disk past work_mem, that cost the
 	// copy a quarter of its time at 1,000,000 records).
 	Stream(ctx context.Context, fn func(*Record) error) error
+	// StreamByBucket is Stream, one bucket after the other, the largest
+	// first, calling end after the last record of each: then the copy
+	// knows when a bucket is complete, and verification lists it while the
+	// copy goes on (early.go). A source that cannot do so cheaply (too many
+	// buckets) streams as Stream does and calls end for none.
+	StreamByBucket(ctx context.Context, fn func(*Record) error, end func(bucket string) error) error
 	// Close ends the snapshot.
 	Close(ctx context.Context) error
-}
-
-// BucketStreamer is a Snapshot that can stream its records a bucket at a
-// time: then the copy knows when a bucket is complete, and verification
-// lists it while the copy goes on (early.go).
-type BucketStreamer interface {
-	// StreamByBucket is Stream, one bucket after the other, the largest
-	// first, calling end after the last record of each. A source that
-	// cannot do so cheaply (too many buckets) streams as Stream does and
-	// calls end for none.
-	StreamByBucket(ctx context.Context, fn func(*Record) error, end func(bucket string) error) error
 }
 
 // Pair is one store3 key.

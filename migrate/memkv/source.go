@@ -228,7 +228,7 @@ func (s *snapshot) Count(ctx context.Context) (int64, error) {
 	return int64(len(s.records)), ctx.Err()
 }
 
-// StreamByBucket implements migrate.BucketStreamer: the records of each
+// StreamByBucket implements migrate.Snapshot: the records of each
 // bucket in reverse byte order, the largest bucket first, in one scan.
 func (s *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record) error, end func(bucket string) error) error {
 	counts := map[string]int{}

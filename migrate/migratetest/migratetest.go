@@ -446,17 +446,13 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 				t.Fatal(err)
 			}
 			defer snap.Close(ctx)
-			bs, ok := snap.(migrate.BucketStreamer)
-			if !ok {
-				t.Skip("not a migrate.BucketStreamer")
-			}
 			count := map[string]int{}
 			for _, r := range rs {
 				count[r.Bucket]++
 			}
 			var got []migrate.Record
 			var ended []string
-			err = bs.StreamByBucket(ctx, func(r *migrate.Record) error {
+			err = snap.StreamByBucket(ctx, func(r *migrate.Record) error {
 				if slices.Contains(ended, r.Bucket) {
 					t.Fatalf("a record of %q after its end", r.Bucket)
 				}
@@ -491,7 +487,7 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			t.Fatal(err)
 		}
 		defer snap.Close(ctx)
-		if err := snap.(migrate.BucketStreamer).StreamByBucket(ctx, func(*migrate.Record) error { return nil }, func(string) error { return stop }); !errors.Is(err, stop) {
+		if err := snap.StreamByBucket(ctx, func(*migrate.Record) error { return nil }, func(string) error { return stop }); !errors.Is(err, stop) {
 			t.Fatalf("StreamByBucket = %v, want end's error", err)
 		}
 	})

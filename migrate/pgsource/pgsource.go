@@ -209,7 +209,7 @@ func (sn *snapshot) Stream(ctx context.Context, fn func(*migrate.Record) error) 
 // times what one scan reads; the apcera components have a handful.
 const maxBucketPasses = 8
 
-// StreamByBucket implements migrate.BucketStreamer: one query per bucket,
+// StreamByBucket implements migrate.Snapshot: one query per bucket,
 // the largest first, each of which PostgreSQL plans as it sees fit (a scan
 // of the whole table for a large bucket, of the primary key's index for a
 // small one); nothing is sorted. Beyond maxBucketPasses buckets, one scan.
