@@ -40,7 +40,9 @@ var maxDiffKeys int64 = 1 << 17
 // record failures (ErrRecordFailures), found before anything is written.
 // It is the verification (apply false), and the catch-up round that
 // follows a TRUNCATE, which the change capture cannot name records for.
-func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *reconciled, err error) {
+// snap's tallies come from copied when it holds what the copy read
+// (sourceChunks); copied may be nil.
+func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool, copied *copiedSnapshot) (res *reconciled, err error) {
 	res = &reconciled{}
 	prefix := r.o.Prefix
 	b := r.newBatcher()
@@ -65,17 +67,7 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 			return err
 		})
 	}()
-	srcChunks := chunkTallies{}
-	err = snap.Stream(ctx, func(rec *Record) error {
-		key, reason := CheckRecord(r.o.Prefix, rec, b)
-		if reason != "" {
-			r.fails.add(r.o.Log, rec, reason)
-			return nil
-		}
-		rel := key[len(prefix):]
-		srcChunks.add(rel, rec.Version, rec.Data)
-		return nil
-	})
+	srcChunks, err := r.sourceChunks(ctx, snap, b, copied)
 	if err != nil {
 		cancelList()
 	}
@@ -139,6 +131,38 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool) (res *re
 		}
 	}
 	return res, err
+}
+
+// sourceChunks returns snap's tallies by chunk, its record failures
+// counted. When snap provably holds what the copy read (Snapshot.Unchanged:
+// nothing written to store2 since the copy's snapshot, recorded by the
+// change capture or not), they are the copy's, and store2 is not read
+// again: with nothing writing, that was most of the cutover's frozen
+// window. Otherwise snap is read.
+func (r *run) sourceChunks(ctx context.Context, snap Snapshot, b *Batcher, copied *copiedSnapshot) (chunkTallies, error) {
+	if copied != nil && copied.marked {
+		same, err := snap.Unchanged(ctx, copied.mark, copied.n)
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			r.times.asCopied = true
+			return copied.chunks, nil
+		}
+	}
+	r.times.asCopied = false
+	prefix := r.o.Prefix
+	src := chunkTallies{}
+	err := snap.Stream(ctx, func(rec *Record) error {
+		key, reason := CheckRecord(prefix, rec, b)
+		if reason != "" {
+			r.fails.add(r.o.Log, rec, reason)
+			return nil
+		}
+		src.add(key[len(prefix):], rec.Version, rec.Data)
+		return nil
+	})
+	return src, err
 }
 
 func count(t *Tally) int64 {
@@ -246,7 +270,7 @@ func (r *run) applyChanges(ctx context.Context, cs ChangeSnapshot) (*reconciled,
 	}
 	if all {
 		r.o.Log.Warnf("store2 was truncated: catch-up round %d compares all of it", r.cu.rounds)
-		return r.reconcile(ctx, cs, true)
+		return r.reconcile(ctx, cs, true, nil)
 	}
 	return res, nil
 }
@@ -355,7 +379,7 @@ func (r *run) verifyUnchanged(ctx context.Context, copied Tally) error {
 		return err
 	}
 	defer closeSnapshot(ctx, snap, r.o.Log)
-	res, err := r.reconcile(ctx, snap, false)
+	res, err := r.reconcile(ctx, snap, false, &r.copied)
 	if err != nil {
 		return err
 	}

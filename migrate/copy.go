@@ -64,10 +64,11 @@ func (r *run) wipe(ctx context.Context) error {
 }
 
 // copy is steps 6 and 7: stream the snapshot into batches written by
-// InFlight workers, and wait for every worker. Offline, it returns the
-// tally of the records it read and sent, which verification and the check
-// that store2 did not change compare with; online, the cutover's pass
-// compares store3 with the frozen store2 instead. Both ways, the copy
+// InFlight workers, and wait for every worker. It returns the tally of the
+// records it read and sent, and keeps it by chunk (r.copied): offline,
+// verification and the check that store2 did not change compare with it;
+// online, the cutover's pass compares store3 with the frozen store2, whose
+// tallies are these when store2 did not change since the copy's snapshot. Both ways, the copy
 // keeps what it saw of each chunk's keys (r.chunkStats): how the
 // comparisons list store3. Each bucket the snapshot streams whole is
 // listed while the copy goes on, once all its records are committed
@@ -89,18 +90,20 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 		seq++
 		return w.send(x)
 	}
-	var read Tally
 	r.chunkStats = chunkStats{}
+	r.copied = copiedSnapshot{chunks: chunkTallies{}}
+	if m, err := snap.Mark(ctx); err == nil {
+		r.copied.mark, r.copied.marked = m, true
+	}
 	each := func(rec *Record) error {
+		r.copied.n++
 		key, reason := CheckRecord(r.o.Prefix, rec, b)
 		if reason != "" {
 			r.fails.add(r.o.Log, rec, reason)
 			return nil
 		}
 		rel := key[len(r.o.Prefix):]
-		if r.o.Offline {
-			read.Add(rel, rec.Version, rec.Data)
-		}
+		r.copied.chunks.add(rel, rec.Version, rec.Data)
 		r.chunkStats.add(rel)
 		return send(b.Add(key, uint64(rec.Version), rec.Data))
 	}
@@ -123,7 +126,23 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	early.stop() // no check begins while the last batches commit
 	err := w.wait(scanErr)
 	early.finish(err != nil)
+	var read Tally
+	for _, t := range r.copied.chunks {
+		read.Merge(*t)
+	}
 	return read, err
+}
+
+// copiedSnapshot is what the copy read of its snapshot: where the snapshot
+// stands (Snapshot.Mark; marked false when that could not be read), how
+// many records it streamed, failed ones included, and the tallies of those
+// it sent, by chunk. The comparisons after the copy take store2's tallies
+// from it when store2 is unchanged since (sourceChunks).
+type copiedSnapshot struct {
+	mark   Mark
+	marked bool
+	n      int64
+	chunks chunkTallies
 }
 
 // chunkTallies tally records chunk by chunk (chunkID).

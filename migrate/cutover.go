@@ -53,7 +53,7 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 		}
 		passStart := time.Now()
 		r.times.cutover = passStart.Sub(start)
-		v, err = r.reconcile(ctx, cs, false)
+		v, err = r.reconcile(ctx, cs, false, &r.copied)
 		r.times.verify = time.Since(passStart)
 		return err
 	})
@@ -147,4 +147,14 @@ func (r *run) canFreeze(ctx context.Context) (string, error) {
 // benchmark.
 type phaseTimes struct {
 	capture, open, wipe, copy, catchUp, cutover, verify, done time.Duration
+	// asCopied: verification took store2's tallies from the copy, store2
+	// being provably unchanged since (sourceChunks).
+	asCopied bool
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

@@ -138,6 +138,8 @@ type run struct {
 	chunkStats chunkStats
 	// checks are the buckets listed while the copy ran (early.go).
 	checks *earlyChecks
+	// copied is what the copy read of its snapshot (copy.go).
+	copied copiedSnapshot
 }
 
 func newRun(m *Migrator, o Options) *run {
@@ -469,6 +471,6 @@ func logFrozenFor(log Logger, d time.Duration) {
 
 // logPhaseTimings is the line the benchmark parses.
 func logPhaseTimings(log Logger, t phaseTimes, res *Result) {
-	log.Infof("Phase timings: capture=%s open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s)",
-		t.capture, t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor)
+	log.Infof("Phase timings: capture=%s open=%s wipe=%s copy=%s catch-up=%s cutover=%s verify=%s done=%s (catch-up rounds: %d, records caught up: %d, frozen for: %s, store2 unchanged since the copy: %s)",
+		t.capture, t.open, t.wipe, t.copy, t.catchUp, t.cutover, t.verify, t.done, res.Rounds, res.CaughtUp, res.FrozenFor, yesNo(t.asCopied))
 }

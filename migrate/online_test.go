@@ -433,6 +433,46 @@ func TestRunAcceptStore2RevertUnfreezesAfterDone(t *testing.T) {
 	e.log.find(t, "store2 unfrozen: deployhook migrate (although the migration is done: --accept-store2-revert)")
 }
 
+// A write to store2 the change capture misses (its trigger disabled, or
+// session_replication_role = replica) is still found: the frozen store2 is
+// read again, not taken as the copy read it, and the migration fails. So
+// does, offline, a write that leaves the count as it was.
+func TestAWriteTheCaptureMissesIsFound(t *testing.T) {
+	for _, offline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offline=%t", offline), func(t *testing.T) {
+			e := onlineEnv(t, 300)
+			e.m.Opts.Offline = offline
+			var once sync.Once
+			e.kv.BeforeTxn = func(seq int64, f migrate.Fence, ops []migrate.Op) error {
+				if len(ops) > 10 {
+					once.Do(func() {
+						r := e.src.Records()[7]
+						r.Version++
+						if err := e.src.InsertUncaptured(context.Background(), r); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				return nil
+			}
+			_, err := e.m.Run(context.Background())
+			want := migrate.ErrMismatch
+			if offline {
+				want = migrate.ErrStore2Changed
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("error %v, want %v", err, want)
+			}
+			if st, _ := migrate.ReadState(context.Background(), e.kv, prefix); st.Done != nil {
+				t.Fatal(".done written")
+			}
+			if _, frozen, _ := e.src.Frozen(context.Background()); frozen {
+				t.Fatal("store2 left frozen")
+			}
+		})
+	}
+}
+
 func TestOfflineRefusesChangedStore2(t *testing.T) {
 	e := newEnv(t, records()[:300])
 	e.m.Opts.Offline = true
@@ -565,9 +605,10 @@ func TestCorruptionBehindTheCopyFails(t *testing.T) {
 	}
 }
 
-// A catch-up round reads what the capture recorded, not the table: an
-// idle store2 costs no scan after the copy but the cutover's pass (the
-// verification, never skipped), and the capture is gone at the end.
+// A catch-up round reads what the capture recorded, not the table, and
+// the cutover's pass takes the frozen store2's tallies from the copy when
+// store2 is unchanged since the copy's snapshot: an idle store2 costs no
+// scan after the copy, and the capture is gone at the end.
 func TestCatchUpReadsOnlyTheChanges(t *testing.T) {
 	e := onlineEnv(t, 100)
 	scans := map[int]bool{}
@@ -585,10 +626,13 @@ func TestCatchUpReadsOnlyTheChanges(t *testing.T) {
 	checkDoneMatches(t, e)
 	// Snapshots: 1 the never-used check, 2 the copy, 3 round 1, 4 the
 	// cutover's pass.
-	if scans[3] || !scans[4] || res.Rounds != 2 {
+	if !scans[2] || scans[3] || scans[4] || res.Rounds != 2 {
 		t.Fatalf("scanned %v, %d rounds: %v", scans, res.Rounds, e.log.lines)
 	}
 	e.log.find(t, "Catch-up round 1: 0 records changed in store2 (0 set, 0 deleted)")
+	if l := e.log.find(t, "Phase timings:"); !strings.Contains(l, "store2 unchanged since the copy: yes)") {
+		t.Errorf("phase line %q, want store2 unchanged since the copy", l)
+	}
 	if _, on, _ := e.src.Capturing(context.Background()); on {
 		t.Fatal("the change capture is left after .done")
 	}

@@ -50,9 +50,25 @@ type Snapshot interface {
 	// copy goes on (early.go). A source that cannot do so cheaply (too many
 	// buckets) streams as Stream does and calls end for none.
 	StreamByBucket(ctx context.Context, fn func(*Record) error, end func(bucket string) error) error
+	// Mark returns where this snapshot stands in the source's history,
+	// for Unchanged.
+	Mark(ctx context.Context) (Mark, error)
+	// Unchanged reports whether this snapshot holds exactly the records
+	// of an earlier one, which returned m and held n records: nothing was
+	// inserted, updated or deleted in between, whether a change capture
+	// recorded it or not. It answers without reading the records out
+	// (PostgreSQL: one scan of the table's row versions, on the server),
+	// and answers false whenever it cannot tell; never true wrongly.
+	Unchanged(ctx context.Context, m Mark, n int64) (bool, error)
 	// Close ends the snapshot.
 	Close(ctx context.Context) error
 }
+
+// Mark is where a snapshot stands in its source's history
+// (Snapshot.Mark): for PostgreSQL, the snapshot itself (which transactions
+// it sees, as txid_current_snapshot writes it). Only the source that
+// returned it can read it.
+type Mark string
 
 // Pair is one store3 key.
 type Pair struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -39,6 +40,7 @@ type Source struct {
 	records       []migrate.Record
 	changes       []change // what the capture recorded, oldest first
 	seq           int64    // the last change's number
+	writes        uint64   // writes so far: where a snapshot stands (Mark)
 	capture       string   // the capture's owner, "" when none
 	opened        int
 	freezes       int
@@ -91,7 +93,23 @@ func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
 	// Copy on write: snapshots hold the old slice.
 	s.records = slices.Clone(s.records)
 	s.insertLocked(r)
+	s.writes++
 	s.recordLocked(r.Bucket, r.Key, false)
+	return nil
+}
+
+// InsertUncaptured is Insert as a write the change capture misses (its
+// trigger disabled, or session_replication_role = replica): no change is
+// recorded, but the write is one (Unchanged sees it).
+func (s *Source) InsertUncaptured(ctx context.Context, r migrate.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.frozen {
+		return fmt.Errorf("%w: %s", ErrFrozen, s.message)
+	}
+	s.records = slices.Clone(s.records)
+	s.insertLocked(r)
+	s.writes++
 	return nil
 }
 
@@ -106,6 +124,7 @@ func (s *Source) Delete(ctx context.Context, bucket, key string) (bool, error) {
 	i, found := slices.BinarySearchFunc(s.records, migrate.Record{Bucket: bucket, Key: key}, compareRecords)
 	if found {
 		s.records = slices.Delete(slices.Clone(s.records), i, i+1)
+		s.writes++
 		s.recordLocked(bucket, key, false)
 	}
 	return found, nil
@@ -199,14 +218,14 @@ func (s *Source) Snapshot(ctx context.Context) (migrate.Snapshot, error) {
 	s.mu.Lock()
 	s.opened++
 	n := s.opened
-	recs := s.records
+	recs, writes := s.records, s.writes
 	s.mu.Unlock()
 	if s.OpenErr != nil {
 		if err := s.OpenErr(n); err != nil {
 			return nil, err
 		}
 	}
-	return &snapshot{src: s, n: n, records: recs}, nil
+	return &snapshot{src: s, n: n, records: recs, writes: writes}, nil
 }
 
 // NeverUsed is a source whose database does not exist.
@@ -221,6 +240,7 @@ type snapshot struct {
 	src     *Source
 	n       int
 	records []migrate.Record
+	writes  uint64 // the source's writes before the snapshot
 	closed  bool
 }
 
@@ -254,6 +274,20 @@ func (s *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record) 
 		return err
 	}
 	return end(cur)
+}
+
+// Mark implements migrate.Snapshot: the source's writes before the
+// snapshot.
+func (s *snapshot) Mark(ctx context.Context) (migrate.Mark, error) {
+	return migrate.Mark(strconv.FormatUint(s.writes, 10)), ctx.Err()
+}
+
+// Unchanged implements migrate.Snapshot: true when no write came between
+// the two snapshots, whether the capture recorded it or not. A write that
+// leaves the records as they were counts as a change, as it does in
+// PostgreSQL (a new row version).
+func (s *snapshot) Unchanged(ctx context.Context, m migrate.Mark, n int64) (bool, error) {
+	return string(m) == strconv.FormatUint(s.writes, 10) && int64(len(s.records)) == n, ctx.Err()
 }
 
 // Scan reuses one buffer for Data and scribbles over it after each
@@ -326,6 +360,7 @@ func (s *Source) Truncate(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrFrozen, s.message)
 	}
 	s.records = nil
+	s.writes++
 	s.recordLocked("", "", true)
 	return nil
 }
@@ -385,7 +420,7 @@ func (s *Source) Changes(ctx context.Context) (migrate.ChangeSnapshot, error) {
 	if s.capture == "" {
 		return nil, errors.New("no change capture")
 	}
-	snap := &snapshot{src: s, n: n, records: s.records}
+	snap := &snapshot{src: s, n: n, records: s.records, writes: s.writes}
 	return &changeSnapshot{snapshot: snap, changes: slices.Clone(s.changes), seq: s.seq}, nil
 }
 

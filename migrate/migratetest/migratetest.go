@@ -366,9 +366,11 @@ func scanAll(ctx context.Context, kv migrate.KV, prefix string) ([]migrate.Pair,
 }
 
 // SourceWriter is what a Source factory may also return to let the suite
-// check snapshot isolation: Insert adds or replaces a record.
+// check snapshot isolation and Unchanged: Insert adds or replaces a
+// record, Delete removes one.
 type SourceWriter interface {
 	Insert(ctx context.Context, r migrate.Record) error
+	Delete(ctx context.Context, bucket, key string) (bool, error)
 }
 
 // TestSource runs the Source conformance suite. newSource returns a store2
@@ -555,5 +557,64 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			t.Fatalf("Count after an insert = %d, %v", n, err)
 		}
 		same(t, scan(t, snap), want)
+	})
+
+	// Unchanged is true only when nothing was written between the two
+	// snapshots: any insert, update (even to the same values) or delete
+	// makes it false, and so does a wrong count.
+	t.Run("Unchanged", func(t *testing.T) {
+		n := int64(len(recs))
+		for _, c := range []struct {
+			name  string
+			write func(SourceWriter) error
+		}{
+			{"nothing", nil},
+			{"insert", func(w SourceWriter) error {
+				return w.Insert(ctx, migrate.Record{Bucket: "jobs", Key: "new", Version: 1, Data: []byte("n")})
+			}},
+			{"update", func(w SourceWriter) error { r := recs[1]; r.Version++; return w.Insert(ctx, r) }},
+			{"rewrite", func(w SourceWriter) error { return w.Insert(ctx, recs[1]) }},
+			{"delete", func(w SourceWriter) error { _, err := w.Delete(ctx, recs[2].Bucket, recs[2].Key); return err }},
+			{"delete and insert", func(w SourceWriter) error {
+				if _, err := w.Delete(ctx, recs[2].Bucket, recs[2].Key); err != nil {
+					return err
+				}
+				return w.Insert(ctx, migrate.Record{Bucket: "jobs", Key: "new", Version: 1, Data: []byte("n")})
+			}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				src := newSource(t, recs)
+				w, ok := src.(SourceWriter)
+				if !ok {
+					t.Skip("source does not implement SourceWriter")
+				}
+				first, err := src.Snapshot(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := first.Mark(ctx)
+				first.Close(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.write != nil {
+					if err := c.write(w); err != nil {
+						t.Fatal(err)
+					}
+				}
+				later, err := src.Snapshot(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer later.Close(ctx)
+				got, err := later.Unchanged(ctx, m, n)
+				if err != nil || got != (c.write == nil) {
+					t.Fatalf("Unchanged = %t, %v; want %t", got, err, c.write == nil)
+				}
+				if got, err := later.Unchanged(ctx, m, n+1); err != nil || got {
+					t.Fatalf("Unchanged with a wrong count = %t, %v; want false", got, err)
+				}
+			})
+		}
 	})
 }

@@ -34,6 +34,16 @@ func (w writable) Insert(ctx context.Context, r migrate.Record) error {
 	return err
 }
 
+func (w writable) Delete(ctx context.Context, bucket, key string) (bool, error) {
+	c, err := pg.Connect(ctx, w.db)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close(ctx)
+	tag, err := c.Exec(ctx, `DELETE FROM `+pgx.Identifier{w.table}.Sanitize()+` WHERE bucket = $1 AND key = $2`, bucket, key)
+	return tag.RowsAffected() > 0, err
+}
+
 var _ migratetest.SourceWriter = writable{}
 
 func TestConformance(t *testing.T) {

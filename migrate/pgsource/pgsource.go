@@ -237,6 +237,59 @@ func (sn *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record)
 	return nil
 }
 
+// Mark implements migrate.Snapshot: the snapshot, as
+// txid_current_snapshot writes it ("xmin:xmax:in-progress,...", 64-bit
+// transaction ids).
+func (sn *snapshot) Mark(ctx context.Context) (migrate.Mark, error) {
+	var m string
+	if err := sn.tx.QueryRow(ctx, "SELECT txid_current_snapshot()::text").Scan(&m); err != nil {
+		return "", sn.s.wrap(ctx, "read the snapshot of "+sn.s.String(), err)
+	}
+	return migrate.Mark(m), nil
+}
+
+// maxMarkAge is how many transactions may have begun since a Mark for
+// Unchanged to date row versions against it: a row's xmin is 32 bits, and
+// read modulo 2^32 from the mark's xmin, exactly while the two lie less
+// than 2^31 apart.
+const maxMarkAge = 1 << 30
+
+// Unchanged implements migrate.Snapshot, in one scan of the table that
+// sends three numbers back. Every row version this snapshot sees was
+// written by a transaction the marked snapshot saw as committed (its
+// xmin), and there are n of them: then each was visible to the marked
+// snapshot too (a delete that snapshot saw would hide it here as well), so
+// this snapshot holds a subset of that one's n rows, of the same size: the
+// same rows. Any insert or update since writes a row version whose writer
+// the marked snapshot did not see; a delete alone lowers the count.
+//
+// A row is dated by age(): older than the mark's xmin, its writer had
+// ended (committed, since the row is visible) before the mark; otherwise
+// its xmin, widened to 64 bits from the mark's, is checked against the
+// mark (txid_visible_in_snapshot), which holds the transactions in flight
+// then. A row whose xmin reads as frozen (1 or 2: PostgreSQL before 9.4
+// overwrote it when freezing, later ones keep it) cannot be dated and
+// counts as new, as does everything once maxMarkAge transactions have
+// passed: the answer is then false, and the caller reads the records.
+func (sn *snapshot) Unchanged(ctx context.Context, m migrate.Mark, n int64) (bool, error) {
+	xmin, _, _ := strings.Cut(string(m), ":")
+	x64, err := strconv.ParseInt(xmin, 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("compare %s with an earlier snapshot: a mark %q that is not PostgreSQL's", sn.s, m)
+	}
+	x32 := x64 & 0xFFFFFFFF
+	var rows, newer, since int64
+	err = sn.tx.QueryRow(ctx, `SELECT count(*),
+			count(*) FILTER (WHERE xmin = '1'::xid OR xmin = '2'::xid OR age(xmin) <= age($1::text::xid)
+				AND NOT txid_visible_in_snapshot($2 + (xmin::text::bigint - $3 + 4294967296) % 4294967296, $4::txid_snapshot)),
+			txid_snapshot_xmax(txid_current_snapshot()) - $2
+		FROM `+sn.s.quoted, strconv.FormatInt(x32, 10), x64, x32, string(m)).Scan(&rows, &newer, &since)
+	if err != nil {
+		return false, sn.s.wrap(ctx, "compare "+sn.s.String()+" with an earlier snapshot", err)
+	}
+	return rows == n && newer == 0 && since >= 0 && since < maxMarkAge, nil
+}
+
 // scan streams the rows, filtered and ordered by order (with args). Their raw binary values are
 // used in place: nothing but the two strings is allocated per row, and
 // Data points into pgx's read buffer until the next row.

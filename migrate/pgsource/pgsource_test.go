@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/apcera/deployhook/integration/harness"
 	"github.com/apcera/deployhook/migrate"
@@ -430,4 +431,94 @@ func TestNoPrivilegeIsPermissionDenied(t *testing.T) {
 		t.Fatalf("snapshot without SELECT: %v, want ErrPermissionDenied, not transient", err)
 	}
 	t.Logf("%v", err)
+}
+
+// Unchanged dates row versions against the marked snapshot, not against
+// the clock: a write whose transaction was open when the mark was taken,
+// and committed after it, is a change; one rolled back is not; and a row
+// frozen by VACUUM FREEZE since keeps the xmin that dates it.
+func TestUnchangedDatesRowVersionsAgainstTheMark(t *testing.T) {
+	ctx := ctxT(t)
+	recs := []migrate.Record{
+		{Bucket: "jobs", Key: "a", Version: 1, Data: []byte("a")},
+		{Bucket: "jobs", Key: "b", Version: 1, Data: []byte("b")},
+	}
+	for _, c := range []struct {
+		name string
+		// before runs before the mark, after after it; before may return a
+		// transaction that after ends.
+		before func(*testing.T, string) pgx.Tx
+		after  func(*testing.T, string, pgx.Tx)
+		want   bool
+	}{
+		{"in flight at the mark, committed", func(t *testing.T, db string) pgx.Tx {
+			return begin(t, db, `UPDATE store2_records SET version = 2 WHERE key = 'a'`)
+		}, func(t *testing.T, db string, tx pgx.Tx) {
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"rolled back", nil, func(t *testing.T, db string, _ pgx.Tx) {
+			if err := begin(t, db, `UPDATE store2_records SET version = 2 WHERE key = 'a'`).Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"replaced, then frozen", nil, func(t *testing.T, db string, _ pgx.Tx) {
+			execAs(t, pg.URL(db), `DELETE FROM store2_records WHERE key = 'a'`, `INSERT INTO store2_records VALUES ('jobs', 'c', 1, 'c')`,
+				`VACUUM (FREEZE) store2_records`)
+		}, false},
+		{"frozen, unchanged", nil, func(t *testing.T, db string, _ pgx.Tx) {
+			execAs(t, pg.URL(db), `VACUUM (FREEZE) store2_records`)
+		}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := dbName(t)
+			src := newSource(t, db, recs)
+			var tx pgx.Tx
+			if c.before != nil {
+				tx = c.before(t, db)
+			}
+			first, err := src.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := first.Mark(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := first.Count(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first.Close(ctx)
+			c.after(t, db, tx)
+			later, err := src.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer later.Close(ctx)
+			if got, err := later.Unchanged(ctx, m, n); err != nil || got != c.want {
+				t.Fatalf("Unchanged = %t, %v; want %t", got, err, c.want)
+			}
+		})
+	}
+}
+
+// begin opens a transaction on db that ran q; the test ends it.
+func begin(t *testing.T, db, q string) pgx.Tx {
+	t.Helper()
+	ctx := ctxT(t)
+	c, err := pg.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	tx, err := c.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, q)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
