@@ -204,7 +204,7 @@ func (in reportInput) phaseTable(w io.Writer, t *topology) {
 		fmt.Fprintf(w, "phase split: not reported by this build\n")
 		return
 	}
-	fmt.Fprintf(w, "| migration | %s | rest | wall |\n| --- |%s ---: | ---: |\n", strings.Join(phaseNames, " | "), strings.Repeat(" ---: |", len(phaseNames)))
+	fmt.Fprintf(w, "| migration | %s | rest | wall | store2 unchanged since the copy |\n| --- |%s ---: | ---: | ---: |\n", strings.Join(phaseNames, " | "), strings.Repeat(" ---: |", len(phaseNames)))
 	for _, row := range rows {
 		var cells []string
 		have := false
@@ -226,8 +226,21 @@ func (in reportInput) phaseTable(w io.Writer, t *topology) {
 			have = have || len(xs) > 0
 			cells = append(cells, seconds(median(xs)))
 		}
+		yes, of := 0, 0
+		for _, r := range t.runs {
+			if m := row.pick(r); m != nil && m.phases != nil && m.phases.asCopied != "" {
+				of++
+				if m.phases.asCopied == "yes" {
+					yes++
+				}
+			}
+		}
+		asCopied := "n/a"
+		if of > 0 {
+			asCopied = fmt.Sprintf("%d of %d runs", yes, of)
+		}
 		if have {
-			fmt.Fprintf(w, "| %s | %s |\n", row.name, strings.Join(cells, " | "))
+			fmt.Fprintf(w, "| %s | %s | %s |\n", row.name, strings.Join(cells, " | "), asCopied)
 		}
 	}
 }

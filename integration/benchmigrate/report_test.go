@@ -36,6 +36,21 @@ func TestParsePhases(t *testing.T) {
 	}
 }
 
+// Builds from d84a11d on say whether verification took store2 as the
+// copy read it; older ones do not, and parse as before.
+func TestParsePhasesAsCopied(t *testing.T) {
+	for in, want := range map[string]string{
+		phaseLog: "",
+		strings.Replace(phaseLog, "frozen for: 1.25s)", "frozen for: 1.25s, store2 unchanged since the copy: yes)", 1): "yes",
+		strings.Replace(phaseLog, "frozen for: 1.25s)", "frozen for: 1.25s, store2 unchanged since the copy: no)", 1):  "no",
+	} {
+		p, err := parsePhases(in)
+		if err != nil || p == nil || p.asCopied != want || p.frozenFor != 1250*time.Millisecond {
+			t.Errorf("parsed %+v, %v; want store2 unchanged %q, frozen for 1.25s", p, err, want)
+		}
+	}
+}
+
 func TestParsePhasesAbsent(t *testing.T) {
 	p, err := parsePhases("INFO Migrated store2 -> store3 (took: 4.3s, records migrated: 100000, records failed: 0)\n")
 	if p != nil || err != nil {

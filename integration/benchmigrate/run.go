@@ -283,6 +283,7 @@ type phaseSplit struct {
 	rounds    int64
 	caughtUp  int64
 	frozenFor time.Duration
+	asCopied  string // "yes": verified against the copy's tallies, store2 unchanged; "" from older builds
 }
 
 // phaseNames are the phases the "Phase timings" line reports, in order.
@@ -292,7 +293,7 @@ var phaseNames = []string{"capture", "open", "wipe", "copy", "catch-up", "cutove
 func optionalPhase(name string) bool { return name == "capture" }
 
 var (
-	phaseLineRE = regexp.MustCompile(`Phase timings: ((?:[a-z-]+=\S+ ?)+) \(catch-up rounds: (\d+), records caught up: (\d+), frozen for: ([^)]+)\)`)
+	phaseLineRE = regexp.MustCompile(`Phase timings: ((?:[a-z-]+=\S+ ?)+) \(catch-up rounds: (\d+), records caught up: (\d+), frozen for: ([^,)]+)(?:, store2 unchanged since the copy: (yes|no))?\)`)
 	phasePairRE = regexp.MustCompile(`([a-z-]+)=(\S+)`)
 )
 
@@ -328,6 +329,7 @@ func parsePhases(log string) (*phaseSplit, error) {
 	if p.frozenFor, err = time.ParseDuration(m[4]); err != nil {
 		return nil, fmt.Errorf("phase line %q: frozen for: %w", line, err)
 	}
+	p.asCopied = m[5]
 	return p, nil
 }
 
@@ -354,5 +356,8 @@ func (p *phaseSplit) String() string {
 		fmt.Fprintf(&b, "%s %v, ", n, p.durs[i].Round(time.Millisecond))
 	}
 	fmt.Fprintf(&b, "catch-up rounds %d, records caught up %d, frozen for %v", p.rounds, p.caughtUp, p.frozenFor.Round(time.Millisecond))
+	if p.asCopied != "" {
+		fmt.Fprintf(&b, ", store2 unchanged since the copy: %s", p.asCopied)
+	}
 	return b.String()
 }
