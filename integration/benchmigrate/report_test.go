@@ -138,3 +138,20 @@ func TestReportTargets(t *testing.T) {
 		}
 	}
 }
+
+// The ceiling of a run is the better of 1 and 8 in flight, 8 in flight
+// the mean of before and after the migrations when both were measured.
+func TestCeilingBracketsTheMigrations(t *testing.T) {
+	for _, c := range []struct {
+		s    runSample
+		want float64
+	}{
+		{runSample{ceil1: 20000, ceil8: 34000}, 34000},
+		{runSample{ceil1: 20000, ceil8: 34000, ceil8After: 26000}, 30000},
+		{runSample{ceil1: 31000, ceil8: 34000, ceil8After: 26000}, 31000},
+	} {
+		if got := c.s.ceiling(); got != c.want {
+			t.Errorf("%+v: ceiling %v, want %v", c.s, got, c.want)
+		}
+	}
+}
