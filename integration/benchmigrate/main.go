@@ -15,9 +15,12 @@
 //   - `consul kv import` (one PUT per key) of a sample of the records.
 //
 // Each run alternates the ceiling and the migrations on the same servers,
-// store3 wiped (and store2 unfrozen) between them; ratios are taken per run
-// and their medians printed as markdown tables, every target beside its
-// measured value. -servers=3 measures a three-server cluster on loopback as
+// store3 wiped (and store2 unfrozen) between them: the ceilings, the
+// default and offline migrations (in turn first and second), the ceiling
+// with 8 in flight again, then the migration with writers. Ratios are taken
+// per run, against the mean of the two ceilings with 8 in flight (or the
+// one with 1 in flight when better), and their medians printed as markdown
+// tables, every target beside its measured value. -servers=3 measures a three-server cluster on loopback as
 // well, alternated with the single server in the same run, so that the two
 // ratios compare.
 //
