@@ -29,6 +29,7 @@ func (b *bencher) abCompare(ctx context.Context, t *topology, other string) erro
 			if err := x.reset(ctx, t); err != nil {
 				return err
 			}
+			waitQuiet("an a/b migration")
 			r, err := x.migrate(ctx, t, nil, int64(b.n))
 			if err != nil {
 				return fmt.Errorf("%s: %w", x.bin, err)

@@ -155,3 +155,13 @@ func TestCeilingBracketsTheMigrations(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCPULine(t *testing.T) {
+	busy, total, err := parseCPULine("cpu  100 5 50 800 40 3 2 0 7 0")
+	if err != nil || busy != 160 || total != 1000 {
+		t.Errorf("busy %d, total %d, %v; want 160, 1000", busy, total, err)
+	}
+	if _, _, err := parseCPULine("intr 1 2 3"); err == nil {
+		t.Error("parsed a line that is not the cpu line")
+	}
+}

@@ -81,6 +81,7 @@ func (t *topology) start(dir string, logw io.Writer) error {
 // heartbeats past the election timeout): a measurement across an election
 // is not one.
 func (t *topology) measure(what string, clean, f func() error) error {
+	waitQuiet(what)
 	err := f()
 	if err == nil || t.servers == 1 {
 		return err
