@@ -24,8 +24,9 @@ type freezeState struct {
 // the capture did not record), and the migration fails.
 //
 // The pass lists store3 while it reads store2 (reconcile), so that it
-// takes the longer of the two, not their sum; and it lists only the
-// buckets it must (early.go): a bucket listed while the copy still ran,
+// takes the longer of the two, not their sum; it reads store2 only when
+// something wrote to it since the copy's snapshot, else takes the copy's
+// tallies (sourceChunks); and it lists only the buckets it must (early.go): a bucket listed while the copy still ran,
 // whose index Consul reports unchanged since, is taken as listed then.
 // TestCorruptionAfterTheCopyFails and TestChangesAfterABucketsCheckFail
 // hold that whatever changes after the copy, in a bucket listed then or
