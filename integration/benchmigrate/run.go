@@ -62,7 +62,8 @@ type runSample struct {
 // just before and just after the migrations. The servers slow as their raft
 // log and tombstones grow (at 1,000,000 records, the ceiling measured first
 // fell from 34,000 to 24,000 records/s over three runs), so a ceiling
-// measured only before the migrations favours the ceiling.
+// measured only before the migrations compares them with a server in
+// another state.
 func (s runSample) ceiling() float64 {
 	c8 := s.ceil8
 	if s.ceil8After > 0 {
