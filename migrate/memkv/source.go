@@ -85,6 +85,17 @@ func (s *Source) insertLocked(r migrate.Record) {
 // Insert adds or replaces a record; open snapshots do not see it. A frozen
 // source refuses it with ErrFrozen.
 func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
+	return s.insert(r, true)
+}
+
+// InsertUncaptured is Insert as a write the change capture misses (its
+// trigger disabled, or session_replication_role = replica): no change is
+// recorded, but the write is one (Unchanged sees it).
+func (s *Source) InsertUncaptured(ctx context.Context, r migrate.Record) error {
+	return s.insert(r, false)
+}
+
+func (s *Source) insert(r migrate.Record, captured bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.frozen {
@@ -94,22 +105,9 @@ func (s *Source) Insert(ctx context.Context, r migrate.Record) error {
 	s.records = slices.Clone(s.records)
 	s.insertLocked(r)
 	s.writes++
-	s.recordLocked(r.Bucket, r.Key, false)
-	return nil
-}
-
-// InsertUncaptured is Insert as a write the change capture misses (its
-// trigger disabled, or session_replication_role = replica): no change is
-// recorded, but the write is one (Unchanged sees it).
-func (s *Source) InsertUncaptured(ctx context.Context, r migrate.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.frozen {
-		return fmt.Errorf("%w: %s", ErrFrozen, s.message)
+	if captured {
+		s.recordLocked(r.Bucket, r.Key, false)
 	}
-	s.records = slices.Clone(s.records)
-	s.insertLocked(r)
-	s.writes++
 	return nil
 }
 
