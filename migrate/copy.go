@@ -68,9 +68,9 @@ func (r *run) wipe(ctx context.Context) error {
 // records it read and sent, and keeps it by chunk (r.copied): offline,
 // verification and the check that store2 did not change compare with it;
 // online, the cutover's pass compares store3 with the frozen store2, whose
-// tallies are these when store2 did not change since the copy's snapshot. Both ways, the copy
-// keeps what it saw of each chunk's keys (r.chunkStats): how the
-// comparisons list store3. Each bucket the snapshot streams whole is
+// tallies are these when store2 did not change since the copy's snapshot.
+// The copy also keeps what it saw of each chunk's keys (r.chunkStats): how
+// the comparisons list store3. Each bucket the snapshot streams whole is
 // listed while the copy goes on, once all its records are committed
 // (early.go).
 func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
