@@ -123,7 +123,6 @@ func (r *run) copy(ctx context.Context, snap Snapshot) (Tally, error) {
 	if scanErr == nil {
 		scanErr = send(b.Flush())
 	}
-	early.stop() // no check begins while the last batches commit
 	err := w.wait(scanErr)
 	early.finish(err != nil)
 	var read Tally

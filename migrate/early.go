@@ -15,8 +15,10 @@ import (
 // store2 did not change) takes a bucket's tallies from its check instead
 // of listing it again when the bucket's index (KV.Index) is still the one
 // read just before the check listed it: nothing under the bucket was set
-// or deleted since. Otherwise, and for the bucket the copy completed last,
-// it lists as before.
+// or deleted since. Otherwise it lists as before. The bucket the copy
+// completes last is checked once the copy has ended, before the catch-up
+// and the freeze: with nothing writing, the cutover's pass lists nothing,
+// and store2 stays frozen for less.
 //
 // What an unchanged index proves, and its limits: every set raises the
 // ModifyIndex of its key, every delete leaves a tombstone under the key's
@@ -105,7 +107,7 @@ type earlyChecks struct {
 	above   map[int64]bool // committed batches numbered above below
 	waiting []readyBucket  // in batch order
 	checks  map[string]*bucketCheck
-	stopped bool
+	stopped bool // the copy has ended: the worker exits once nothing is left to check
 	kick    chan struct{}
 	done    chan struct{}
 }
@@ -158,7 +160,7 @@ func (e *earlyChecks) wake() {
 func (e *earlyChecks) next() (readyBucket, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.stopped || len(e.waiting) == 0 || e.waiting[0].batch >= e.below {
+	if e.ctx.Err() != nil || len(e.waiting) == 0 || e.waiting[0].batch >= e.below {
 		return readyBucket{}, false
 	}
 	b := e.waiting[0]
@@ -176,36 +178,32 @@ func (e *earlyChecks) work() {
 				e.mu.Unlock()
 			}
 		}
+		e.mu.Lock()
+		stopped := e.stopped
+		e.mu.Unlock()
+		if stopped {
+			return
+		}
 		select {
 		case <-e.kick:
-			e.mu.Lock()
-			stopped := e.stopped
-			e.mu.Unlock()
-			if stopped {
-				return
-			}
 		case <-e.ctx.Done():
 			return
 		}
 	}
 }
 
-// stop starts no more checks: the buckets still waiting are left to the
-// comparison after the copy, which lists them beside store2's read.
-func (e *earlyChecks) stop() {
+// finish ends the checks, once the copy has ended. After a failed copy it
+// cancels the check under way and starts none. After a copy that
+// succeeded, every batch is committed: it waits while the worker checks the
+// buckets still waiting, the one the copy completed last among them.
+func (e *earlyChecks) finish(failed bool) {
 	e.mu.Lock()
 	e.stopped = true
 	e.mu.Unlock()
-	e.wake()
-}
-
-// finish stops the checks and waits for the one under way, which it
-// cancels after a failed copy.
-func (e *earlyChecks) finish(failed bool) {
-	e.stop()
 	if failed {
 		e.cancel()
 	}
+	e.wake()
 	<-e.done
 	e.cancel()
 }
