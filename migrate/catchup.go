@@ -23,6 +23,7 @@ type reconciled struct {
 	set, deleted int64
 	foreign      int      // keys under the prefix no record can produce
 	foreignKeys  []string // at most maxForeign of them
+	fromCopy     bool     // source is the copy's tally: store2 unchanged since (sourceChunks)
 }
 
 func (c *reconciled) changes() int64 { return c.set + c.deleted }
@@ -67,7 +68,8 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool, copied *
 			return err
 		})
 	}()
-	srcChunks, err := r.sourceChunks(ctx, snap, b, copied)
+	srcChunks, fromCopy, err := r.sourceChunks(ctx, snap, b, copied)
+	res.fromCopy = fromCopy
 	if err != nil {
 		cancelList()
 	}
@@ -136,21 +138,16 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool, copied *
 // sourceChunks returns snap's tallies by chunk, its record failures
 // counted. When snap provably holds what the copy read (Snapshot.Unchanged:
 // nothing written to store2 since the copy's snapshot, recorded by the
-// change capture or not), they are the copy's, and store2 is not read
-// again: with nothing writing, that was most of the cutover's frozen
-// window. Otherwise snap is read.
-func (r *run) sourceChunks(ctx context.Context, snap Snapshot, b *Batcher, copied *copiedSnapshot) (chunkTallies, error) {
+// change capture or not), they are the copy's (fromCopy), and store2 is
+// not read again: with nothing writing, that was most of the cutover's
+// frozen window. Otherwise snap is read.
+func (r *run) sourceChunks(ctx context.Context, snap Snapshot, b *Batcher, copied *copiedSnapshot) (_ chunkTallies, fromCopy bool, _ error) {
 	if copied != nil && copied.marked {
 		same, err := snap.Unchanged(ctx, copied.mark, copied.n)
-		if err != nil {
-			return nil, err
-		}
-		if same {
-			r.times.asCopied = true
-			return copied.chunks, nil
+		if err != nil || same {
+			return copied.chunks, same, err
 		}
 	}
-	r.times.asCopied = false
 	prefix := r.o.Prefix
 	src := chunkTallies{}
 	err := snap.Stream(ctx, func(rec *Record) error {
@@ -162,7 +159,7 @@ func (r *run) sourceChunks(ctx context.Context, snap Snapshot, b *Batcher, copie
 		src.add(key[len(prefix):], rec.Version, rec.Data)
 		return nil
 	})
-	return src, err
+	return src, false, err
 }
 
 func count(t *Tally) int64 {
@@ -383,6 +380,7 @@ func (r *run) verifyUnchanged(ctx context.Context, copied Tally) error {
 	if err != nil {
 		return err
 	}
+	r.times.asCopied = res.fromCopy
 	if res.foreign > 0 || !res.store.Equal(copied) {
 		return fmt.Errorf("%w: store2 snapshot has %d records (%s), store3 holds %d (%s) and %d foreign keys %q",
 			ErrMismatch, copied.Count, copied.Digest, res.store.Count, res.store.Digest, res.foreign, res.foreignKeys)

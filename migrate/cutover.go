@@ -26,8 +26,9 @@ type freezeState struct {
 // The pass lists store3 while it reads store2 (reconcile), so that it
 // takes the longer of the two, not their sum; it reads store2 only when
 // something wrote to it since the copy's snapshot, else takes the copy's
-// tallies (sourceChunks); and it lists only the buckets it must (early.go): a bucket listed while the copy still ran,
-// whose index Consul reports unchanged since, is taken as listed then.
+// tallies (sourceChunks); and it lists only the buckets it must
+// (early.go): a bucket listed while the copy ran, whose index Consul
+// reports unchanged since, is taken as listed then.
 // TestCorruptionAfterTheCopyFails and TestChangesAfterABucketsCheckFail
 // hold that whatever changes after the copy, in a bucket listed then or
 // not, is still found.
@@ -62,6 +63,7 @@ func (r *run) cutover(ctx context.Context) (Tally, error) {
 		return Tally{}, err
 	}
 	r.cu.changed += last.changes()
+	r.times.asCopied = v.fromCopy
 	logCatchUpRound(o.Log, r.cu.rounds, last)
 	r.status.setPhase(ctx, PhaseCutover, r.cu.rounds, last.changes(), r.now())
 	if v.changes() > 0 || v.foreign > 0 || !v.store.Equal(v.source) {

@@ -148,9 +148,10 @@ type KV interface {
 	// and of their tombstones (a deleted key's, kept 15 minutes; a deleted
 	// tree's, at the tree's prefix), or, when there are neither, the
 	// index of the last write anywhere. Setting or deleting a key under
-	// prefix raises it. It is cheap when the keys under prefix continue
-	// with a "/", as a bucket's do after its name: the answer rolls them
-	// up there.
+	// prefix raises it. The answer is small when the keys under prefix
+	// continue with a "/", as a bucket's do after its name (it rolls them
+	// up there), but Consul still walks every key under prefix to compute
+	// it.
 	Index(ctx context.Context, prefix string) (uint64, error)
 }
 
