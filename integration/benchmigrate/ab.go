@@ -18,13 +18,13 @@ var (
 func (b *bencher) abCompare(ctx context.Context, t *topology, other string) error {
 	o := *b
 	o.bin = other
-	var this, that, ratios []float64
+	var this, that, ratios, cpuThis, cpuThat []float64
 	for i := 1; i <= *flagABRuns; i++ {
 		order := []*bencher{b, &o}
 		if i%2 == 0 {
 			order[0], order[1] = order[1], order[0]
 		}
-		walls := map[*bencher]time.Duration{}
+		walls, cpus := map[*bencher]time.Duration{}, map[*bencher]time.Duration{}
 		for _, x := range order {
 			if err := x.reset(ctx, t); err != nil {
 				return err
@@ -34,14 +34,16 @@ func (b *bencher) abCompare(ctx context.Context, t *topology, other string) erro
 			if err != nil {
 				return fmt.Errorf("%s: %w", x.bin, err)
 			}
-			walls[x] = r.wall
-			logf("a/b pair %d: %s: %s wall; phases: %s", i, x.bin, r.wall.Round(time.Millisecond), r.phases)
+			walls[x], cpus[x] = r.wall, r.cpu
+			logf("a/b pair %d: %s: %s wall, CPU %s; phases: %s", i, x.bin, r.wall.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.phases)
 		}
 		this = append(this, walls[b].Seconds())
 		that = append(that, walls[&o].Seconds())
 		ratios = append(ratios, walls[&o].Seconds()/walls[b].Seconds())
+		cpuThis = append(cpuThis, cpus[b].Seconds())
+		cpuThat = append(cpuThat, cpus[&o].Seconds())
 	}
-	fmt.Printf("\nA/B on %s, default migration, %d alternated pairs:\n\n| binary | wall, median |\n| --- | ---: |\n| %s (this build) | %.2f s |\n| %s | %.2f s |\n| speed-up of this build (median of per-pair ratios of wall times) | %.3f× |\n",
-		t.name(), *flagABRuns, b.bin, median(this), other, median(that), median(ratios))
+	fmt.Printf("\nA/B on %s, default migration, %d alternated pairs:\n\n| binary | wall, median | CPU (user+sys), median |\n| --- | ---: | ---: |\n| %s (this build) | %.2f s | %.2f s |\n| %s | %.2f s | %.2f s |\n| speed-up of this build (median of per-pair ratios of wall times) | %.3f× | |\n",
+		t.name(), *flagABRuns, b.bin, median(this), median(cpuThis), other, median(that), median(cpuThat), median(ratios))
 	return b.reset(ctx, t)
 }

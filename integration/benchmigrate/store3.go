@@ -58,7 +58,11 @@ func (t *topology) describe() string {
 // start starts the servers in dir. The cluster is measured through its
 // leader: every commit then costs the quorum round trip and nothing else.
 func (t *topology) start(dir string, logw io.Writer) error {
-	cl, err := harness.StartConsulClusterDir(dir, t.servers, logw, harness.WithLogLevel("warn"))
+	opts := []harness.ConsulOption{harness.WithLogLevel("warn")}
+	if *flagServerProf != "" {
+		opts = append(opts, harness.WithHCL("enable_debug = true"))
+	}
+	cl, err := harness.StartConsulClusterDir(dir, t.servers, logw, opts...)
 	t.cluster = cl
 	if err != nil {
 		return err
