@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -31,6 +32,62 @@ const (
 	// does not know.
 	maxLockKey = 256
 )
+
+// AppendTxn appends to dst the body consul/api sends for ops behind fence
+// (the check-session op first when fence has a session), byte for byte:
+// its length is what BodySize computes. Writing it directly saves the
+// reflection of encoding/json over api.TxnOps (12% of the CPU samples of
+// a migration profiled in process).
+func AppendTxn(dst []byte, fence Fence, ops []Op) []byte {
+	dst = append(dst, '[')
+	if fence.Session != "" {
+		dst = appendOp(dst, Op{Verb: "check-session", Key: fence.LockKey}, fence.Session)
+	}
+	for i, op := range ops {
+		if i > 0 || fence.Session != "" {
+			dst = append(dst, ',')
+		}
+		dst = appendOp(dst, op, "")
+	}
+	return append(dst, "]\n"...)
+}
+
+func appendOp(dst []byte, op Op, session string) []byte {
+	dst = append(dst, `{"KV":{"Verb":`...)
+	dst = appendJSONString(dst, string(op.Verb))
+	dst = append(dst, `,"Key":`...)
+	dst = appendJSONString(dst, op.Key)
+	dst = append(dst, `,"Value":`...)
+	if op.Value == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, '"')
+		dst = base64.StdEncoding.AppendEncode(dst, op.Value)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"Flags":`...)
+	dst = strconv.AppendUint(dst, op.Flags, 10)
+	dst = append(dst, `,"Index":`...)
+	dst = strconv.AppendUint(dst, op.Index, 10)
+	dst = append(dst, `,"Session":`...)
+	dst = appendJSONString(dst, session)
+	return append(dst, `},"Node":null,"Service":null,"Check":null}`...)
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it, HTML
+// escaping included. Escaped keys are plain ASCII and take the fast path;
+// anything else is left to encoding/json itself.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always marshals
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
 
 // jsonStringLen is the length of s inside the quotes of its JSON encoding
 // by encoding/json with HTML escaping, as consul/api encodes it.

@@ -215,3 +215,36 @@ func TestBatcherDeletesMatchConsulAPI(t *testing.T) {
 		t.Fatalf("%d ops, first batch %d records", n, batches[0].Records)
 	}
 }
+
+func TestAppendTxnIsConsulAPIsBody(t *testing.T) {
+	keys := []string{"a", "", "apcera/store3/jmdb/jobs/job=3A=3Aweb", "x<y>&\"\\\n\t\b\f\x01é\u2028\xff", strings.Repeat("k", 300)}
+	values := [][]byte{nil, {}, {0}, []byte("hello"), bytes.Repeat([]byte{0xff, 1, '"'}, 700)}
+	fences := []Fence{{}, {LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}, {LockKey: "l<&>\x00", Session: "s\"\u2029"}}
+	var ops []Op
+	for i, key := range keys {
+		for j, v := range values {
+			verb := []Verb{VerbSet, VerbDelete, VerbDeleteTree, VerbCheckNotExists, VerbCheckIndex}[(i+j)%5]
+			ops = append(ops, Op{Verb: verb, Key: key, Value: v, Flags: []uint64{0, 7, math.MaxUint64}[j%3], Index: uint64(i * j * 1000003)})
+		}
+	}
+	for _, fence := range fences {
+		for n := 1; n <= len(ops); n += 6 {
+			want := apiBody(t, fence, ops[:n])
+			if got := AppendTxn(nil, fence, ops[:n]); !bytes.Equal(got, want) {
+				t.Fatalf("fence %+v, %d ops:\nAppendTxn %s\nconsul/api %s", fence, n, got, want)
+			}
+		}
+	}
+	// What AppendTxn writes is what the batches' sizes count.
+	fence := fences[1]
+	b := NewBatcher(DefaultLimits, fence, 0)
+	for i := range 300 {
+		full := b.Add(fmt.Sprintf("apcera/store3/jmdb/jobs/k=3A%05d", i), uint64(i), bytes.Repeat([]byte{byte(i)}, i))
+		if full == nil {
+			continue
+		}
+		if got := AppendTxn(nil, fence, full.Ops); len(got) != full.Body {
+			t.Fatalf("batch of %d ops: Body %d, AppendTxn wrote %d bytes", len(full.Ops), full.Body, len(got))
+		}
+	}
+}

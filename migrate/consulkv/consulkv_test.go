@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -534,7 +535,7 @@ func TestLockAfterLockDelay(t *testing.T) {
 // CONSUL_CACERT, with the token, CONSUL_HTTP_AUTH's basic auth, and
 // uncompressed. A TLS proxy in front of the shared server records the
 // listing requests that reach it.
-func TestScanHTTPSWithAuth(t *testing.T) {
+func TestRequestsOverHTTPSWithAuth(t *testing.T) {
 	ctx := ctxT(t)
 	target, err := url.Parse("http://" + shared.Addr())
 	if err != nil {
@@ -542,13 +543,23 @@ func TestScanHTTPSWithAuth(t *testing.T) {
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	var mu sync.Mutex
-	var listings []http.Header
+	var listings, txns []http.Header
+	var txnBodies [][]byte
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/kv/") && r.URL.Query().Has("recurse") {
-			mu.Lock()
+		mu.Lock()
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v1/kv/") && r.URL.Query().Has("recurse"):
 			listings = append(listings, r.Header.Clone())
-			mu.Unlock()
+		case r.URL.Path == "/v1/txn":
+			txns = append(txns, r.Header.Clone())
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				t.Error(err)
+			}
+			txnBodies = append(txnBodies, b)
+			r.Body = io.NopCloser(bytes.NewReader(b))
 		}
+		mu.Unlock()
 		proxy.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
@@ -564,7 +575,8 @@ func TestScanHTTPSWithAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := prefix(t)
-	if err := s.Txn(ctx, migrate.Fence{}, []migrate.Op{{Verb: migrate.VerbSet, Key: p + "a", Value: []byte("1")}, {Verb: migrate.VerbSet, Key: p + "b", Value: []byte("2")}}); err != nil {
+	ops := []migrate.Op{{Verb: migrate.VerbSet, Key: p + "a", Value: []byte("1")}, {Verb: migrate.VerbSet, Key: p + "b", Value: []byte("2")}}
+	if err := s.Txn(ctx, migrate.Fence{}, ops); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -579,11 +591,20 @@ func TestScanHTTPSWithAuth(t *testing.T) {
 	if len(listings) != 1 {
 		t.Fatalf("%d listing requests reached the proxy, want 1", len(listings))
 	}
-	h := listings[0]
+	if len(txns) != 1 {
+		t.Fatalf("%d transactions reached the proxy, want 1", len(txns))
+	}
+	// The transaction's body is written by migrate.AppendTxn, not by
+	// consul/api, and goes with the same headers; no answer is compressed.
+	if want := migrate.AppendTxn(nil, migrate.Fence{}, ops); !bytes.Equal(txnBodies[0], want) {
+		t.Errorf("transaction body %q, want %q", txnBodies[0], want)
+	}
 	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("deploy:hook-secret"))
-	if h.Get("X-Consul-Token") != token || h.Get("Authorization") != wantAuth || h.Get("Accept-Encoding") != "identity" {
-		t.Errorf("listing request headers: token %q, authorization %q, accept-encoding %q; want the token, %q, identity",
-			h.Get("X-Consul-Token"), h.Get("Authorization"), h.Get("Accept-Encoding"), wantAuth)
+	for what, h := range map[string]http.Header{"listing": listings[0], "transaction": txns[0]} {
+		if h.Get("X-Consul-Token") != token || h.Get("Authorization") != wantAuth || h.Get("Accept-Encoding") != "identity" {
+			t.Errorf("%s request headers: token %q, authorization %q, accept-encoding %q; want the token, %q, identity",
+				what, h.Get("X-Consul-Token"), h.Get("Authorization"), h.Get("Accept-Encoding"), wantAuth)
+		}
 	}
 }
 

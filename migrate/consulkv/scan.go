@@ -1,6 +1,7 @@
 package consulkv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -41,9 +42,11 @@ func (s *Store) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) 
 type callKey struct{}
 
 // call is what one request needs of scanTransport: a method consul/api
-// cannot send, or a listing decoded as it streams in.
+// cannot send, a body encoded without it, or a listing decoded as it
+// streams in.
 type call struct {
 	method string                    // replaces consul/api's, when set
+	body   []byte                    // replaces consul/api's, when set
 	fn     func(*migrate.Pair) error // Scan's callback
 	fnErr  error                     // fn's
 	err    error                     // the body's
@@ -59,20 +62,30 @@ type call struct {
 type scanTransport struct{ base http.RoundTripper }
 
 func (t scanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	// No answer compressed: the agent is local and the servers are busy
+	// during a migration. Consul gzips any answer over 1,400 bytes when
+	// asked to, which Go's transport does by default: every transaction's
+	// answer (the results of its sets, about 150 bytes an op) and every
+	// listing. Compressing them cost the server more CPU than they take
+	// to send.
+	req.Header.Set("Accept-Encoding", "identity")
 	c, _ := req.Context().Value(callKey{}).(*call)
 	if c == nil {
 		return t.base.RoundTrip(req)
 	}
-	req = req.Clone(req.Context())
 	if c.method != "" {
 		req.Method = c.method
+	}
+	if c.body != nil {
+		body := c.body
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		req.Body, _ = req.GetBody()
 	}
 	if c.fn == nil {
 		return t.base.RoundTrip(req)
 	}
-	// The agent is local and the servers are busy during a migration:
-	// compressing a listing costs them more than it saves.
-	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := t.base.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return resp, err
