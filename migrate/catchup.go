@@ -59,7 +59,10 @@ func (r *run) reconcile(ctx context.Context, snap Snapshot, apply bool, copied *
 		listErr = r.retry(listCtx, "list store3", func() error {
 			res.foreign, res.foreignKeys = 0, nil
 			var err error
-			scope := scanScope{reuse: r.standingChecks(listCtx)}
+			// Consul walks every key for the listing that finds the
+			// buckets and again for each bucket's index: side by side.
+			top := listTop(listCtx, r.m.KV, prefix)
+			scope := scanScope{reuse: r.standingChecks(listCtx), top: top}
 			storeChunks, res.foreign, err = scanStore(listCtx, r.m.KV, prefix, r.chunkStats, scope, func(f foreignKey) {
 				if len(res.foreignKeys) < maxForeign {
 					res.foreignKeys = append(res.foreignKeys, f.key)

@@ -75,21 +75,29 @@ func checkBucket(ctx context.Context, kv KV, prefix, dir string, stats chunkStat
 }
 
 // standingChecks returns the checks whose bucket's index is unchanged,
-// by directory.
+// by directory. The indexes are read side by side: Consul walks every key
+// of a bucket to compute its index, and store2 stays frozen meanwhile.
 func (r *run) standingChecks(ctx context.Context) map[string]*bucketCheck {
 	checks := r.checks.get()
 	if len(checks) == 0 {
 		return nil
 	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	out := map[string]*bucketCheck{}
 	for dir, c := range checks {
 		if time.Since(c.at) > maxCheckAge {
 			continue
 		}
-		if idx, err := r.m.KV.Index(ctx, c.indexPrefix()); err == nil && idx == c.index {
-			out[dir] = c
-		}
+		wg.Go(func() {
+			if idx, err := r.m.KV.Index(ctx, c.indexPrefix()); err == nil && idx == c.index {
+				mu.Lock()
+				out[dir] = c
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return out
 }
 

@@ -171,6 +171,36 @@ type scanScope struct {
 	only string
 	// reuse are bucket directories not to list: their checks stand.
 	reuse map[string]*bucketCheck
+	// top, when set, is the keys listing that finds the buckets, started
+	// earlier (alongside the reads of the checks' indexes).
+	top *topKeys
+}
+
+// topKeys is a keys listing of the prefix with "/" as separator: the
+// bucket directories, and whatever else lies right under the prefix.
+type topKeys struct {
+	done chan struct{}
+	keys []string
+	err  error
+}
+
+// listTop starts listing the top keys of prefix.
+func listTop(ctx context.Context, kv KV, prefix string) *topKeys {
+	t := &topKeys{done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		t.keys, t.err = kv.Keys(ctx, prefix, "/")
+	}()
+	return t
+}
+
+func (t *topKeys) get(ctx context.Context) ([]string, error) {
+	select {
+	case <-t.done:
+		return t.keys, t.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
 // reused reports whether the chunk (or bucket directory) id, relative to
@@ -196,7 +226,10 @@ type found struct {
 func findBuckets(ctx context.Context, kv KV, prefix string, scope scanScope) (f found) {
 	dirs := []string{scope.only}
 	if scope.only == "" {
-		top, err := kv.Keys(ctx, prefix, "/")
+		if scope.top == nil {
+			scope.top = listTop(ctx, kv, prefix)
+		}
+		top, err := scope.top.get(ctx)
 		if err != nil {
 			f.err = fmt.Errorf("list %q: %w", prefix, err)
 			return f
