@@ -248,3 +248,30 @@ func TestAppendTxnIsConsulAPIsBody(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTxnBody writes the body of a full transaction of the copy (the
+// fence and 127 sets of 200-byte values): AppendTxn against the obvious
+// way, consul/api's encoding/json over api.TxnOps.
+func BenchmarkTxnBody(b *testing.B) {
+	fence := Fence{LockKey: "apcera/store3/jmdb/migration/.lock", Session: "0b6b7a7e-4b8c-5b77-6f6c-111111111111"}
+	ops := make([]Op, 127)
+	for i := range ops {
+		ops[i] = Op{Verb: VerbSet, Key: fmt.Sprintf("apcera/store3/jmdb/jobs/job=3A=3A=2Fsandbox=2Fteam-%d=3A=3Aapp-%08d", i%97, i),
+			Value: bytes.Repeat([]byte{byte(i)}, 200), Flags: uint64(i%1000 + 1)}
+	}
+	size := len(AppendTxn(nil, fence, ops))
+	b.Run("AppendTxn", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			AppendTxn(nil, fence, ops)
+		}
+	})
+	b.Run("consulapi-json", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			apiBody(b, fence, ops)
+		}
+	})
+}

@@ -42,7 +42,7 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 	}
 	// Not reused: the transport may still read a body after the answer
 	// came back (an early error answer).
-	body := migrate.AppendTxn(make([]byte, 0, 32<<10), fence, ops)
+	body := migrate.AppendTxn(nil, fence, ops)
 
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
