@@ -41,14 +41,14 @@ const (
 // a migration profiled in process).
 func AppendTxn(dst []byte, fence Fence, ops []Op) []byte {
 	// Room for it all, unless keys need escaping: one allocation.
-	n := bodyFixed + opFixed + len("check-session") + len(fence.LockKey) + len(fence.Session)
+	n := bodyFixed + opFixed + len(verbCheckSession) + len(fence.LockKey) + len(fence.Session)
 	for _, op := range ops {
 		n += 1 + opFixed + len(op.Verb) + len(op.Key) + valueSize(len(op.Value)) + 2*maxDigits
 	}
 	dst = slices.Grow(dst, n)
 	dst = append(dst, '[')
 	if fence.Session != "" {
-		dst = appendOp(dst, Op{Verb: "check-session", Key: fence.LockKey}, fence.Session)
+		dst = appendOp(dst, Op{Verb: verbCheckSession, Key: fence.LockKey}, fence.Session)
 	}
 	for i, op := range ops {
 		if i > 0 || fence.Session != "" {
@@ -174,7 +174,7 @@ func fenceSize(f Fence) int {
 	if f.Session == "" {
 		return 0
 	}
-	return opSize("check-session", f.LockKey, 0, 0, 0, f.Session)
+	return opSize(verbCheckSession, f.LockKey, 0, 0, 0, f.Session)
 }
 
 // maxData is the largest value of key with the given flags that fits one
@@ -198,7 +198,7 @@ func maxData(l Limits, key string, flags uint64, fenceSz int) int {
 // The migration itself checks each record against its own version and the
 // fence it holds: Batcher.MaxData.
 func MaxRecordData(l Limits, key string) int {
-	return maxData(l, key, math.MaxUint64, opSize("check-session", "", 0, 0, 0, "")+maxLockKey+sessionLen)
+	return maxData(l, key, math.MaxUint64, opSize(verbCheckSession, "", 0, 0, 0, "")+maxLockKey+sessionLen)
 }
 
 // sizeFailure is the reason of a record whose n bytes of data exceed max.

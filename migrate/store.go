@@ -89,6 +89,9 @@ const (
 	VerbDeleteTree     Verb = "delete-tree"
 	VerbCheckNotExists Verb = "check-not-exists"
 	VerbCheckIndex     Verb = "check-index"
+
+	// verbCheckSession is the fence's op, which the KV prepends (Fence).
+	verbCheckSession Verb = "check-session"
 )
 
 // Op is one operation of a KV transaction.

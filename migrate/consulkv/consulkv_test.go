@@ -649,3 +649,13 @@ func newStoreAt(t *testing.T, addr, token string) *consulkv.Store {
 	}
 	return s
 }
+
+// TestTxnRefusesAnUnknownVerb: Txn refuses a verb that is not the
+// migration's before it reaches the server.
+func TestTxnRefusesAnUnknownVerb(t *testing.T) {
+	s := newStore(t, shared, "")
+	err := s.Txn(ctxT(t), migrate.Fence{}, []migrate.Op{{Verb: migrate.Verb(api.KVCAS), Key: prefix(t) + "k"}})
+	if err == nil || !strings.Contains(err.Error(), `unsupported verb "cas"`) {
+		t.Fatalf("txn with verb cas: %v, want unsupported verb", err)
+	}
+}

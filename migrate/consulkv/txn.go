@@ -29,8 +29,8 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 		return errors.New("txn: fence without a lock key")
 	}
 	for _, op := range ops {
-		if _, err := kvVerb(op.Verb); err != nil {
-			return err
+		if !knownVerb(op.Verb) {
+			return fmt.Errorf("txn: unsupported verb %q", op.Verb)
 		}
 	}
 	n := len(ops)
@@ -91,18 +91,13 @@ func (s *Store) Txn(ctx context.Context, fence migrate.Fence, ops []migrate.Op) 
 	return fmt.Errorf("%s: %w", what, te)
 }
 
-func kvVerb(v migrate.Verb) (api.KVOp, error) {
+// knownVerb says whether v is one of the migration's verbs, which
+// migrate.AppendTxn writes as they are spelled (Consul's spelling:
+// TestVerbsAreConsulsVerbs).
+func knownVerb(v migrate.Verb) bool {
 	switch v {
-	case migrate.VerbSet:
-		return api.KVSet, nil
-	case migrate.VerbDelete:
-		return api.KVDelete, nil
-	case migrate.VerbDeleteTree:
-		return api.KVDeleteTree, nil
-	case migrate.VerbCheckNotExists:
-		return api.KVCheckNotExists, nil
-	case migrate.VerbCheckIndex:
-		return api.KVCheckIndex, nil
+	case migrate.VerbSet, migrate.VerbDelete, migrate.VerbDeleteTree, migrate.VerbCheckNotExists, migrate.VerbCheckIndex:
+		return true
 	}
-	return "", fmt.Errorf("txn: unsupported verb %q", v)
+	return false
 }
