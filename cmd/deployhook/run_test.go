@@ -94,3 +94,46 @@ func TestRunFindsWorkerBetweenLockAndPidFile(t *testing.T) {
 		t.Fatalf("run exit %d, want 0 and the running worker named:\n%s", code, errb.String())
 	}
 }
+
+// A worker with little to do (another host migrated) can take the lock,
+// write its exit file and end between two looks of a run started beside
+// it (Chef retrying): that run reports it ended, and exits 0. An exit file
+// from before the run does not count: the directory is then held by
+// something else, and the run says so.
+func TestRunFindsWorkerThatEndedMeanwhile(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		finished time.Duration // the exit file's, from now
+		code     int
+		want     string
+	}{
+		// In the future: it ended after the run began, whenever that was.
+		{"ended during the run", time.Minute, exitOK, "migration started by another run on this host (pid 4242) has ended"},
+		{"ended before the run", -time.Hour, exitInvalid, "is held by another process"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			logDir := filepath.Join(dir, "log")
+			held, err := runitlog.Open(logDir, runitlog.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			ex := fmt.Sprintf(`{"pid":4242,"code":0,"error":"","finished":%q}`, time.Now().Add(c.finished).UTC().Format(time.RFC3339Nano))
+			if err := os.WriteFile(filepath.Join(logDir, exitFileName), []byte(ex), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			closed := "127.0.0.1:1"
+			conf := filepath.Join(dir, "jm.conf")
+			text := fmt.Sprintf("component: job_manager\ndb: {\n  kind: store3\n  migrate_store2_to_store3: true\n  postgres: { url: \"postgres://u@%s/jmdb\" }\n  consul: { address: %q }\n}\nlog_dir: %q\n", closed, closed, logDir)
+			if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			code := runMain([]string{"deployhook", "run", "-f", conf}, strings.NewReader(""), &out, &errb)
+			if code != c.code || !strings.Contains(errb.String(), c.want) {
+				t.Fatalf("run exit %d, want %d and %q:\n%s", code, c.code, c.want, errb.String())
+			}
+		})
+	}
+}

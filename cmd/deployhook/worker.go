@@ -120,31 +120,31 @@ func writeFileAtomic(name string, b []byte) error {
 // session of its own, standard input on /dev/null, standard output and
 // error appended to deployhook.stderr in the log directory, no other
 // descriptor inherited, working directory /. It returns the worker's pid
-// and whether it was started now (false: one was already running on this
-// host).
-func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
+// and whether it was started now, or by another run on this host (Chef
+// retrying) and is running, or ended.
+func startWorker(c *cli.Context, comp *validate.Component) (int, workerSeen, error) {
+	since := time.Now()
 	if pid, ok := runningWorker(comp.LogDir); ok {
-		return pid, false, nil
+		return pid, workerRunning, nil
 	}
 	locked, err := runitlog.Locked(comp.LogDir)
 	if err != nil {
-		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
+		return 0, 0, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
 	}
 	if locked {
-		// Another run's worker may have just taken the directory: it
-		// writes its pid file next.
-		if pid, ok := awaitWorker(c.Context, comp.LogDir); ok {
-			return pid, false, nil
+		// Another run's worker may have just taken the directory.
+		if pid, seen, ok := awaitWorker(c.Context, comp.LogDir, since); ok {
+			return pid, seen, nil
 		}
-		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
+		return 0, 0, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return 0, false, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
+		return 0, 0, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
 	}
 	conf, err := filepath.Abs(comp.File)
 	if err != nil {
-		return 0, false, withCode(exitFailure, err)
+		return 0, 0, withCode(exitFailure, err)
 	}
 	args := []string{"migrate", "-f", conf, "--hostname", hostname(c), "--" + workerFlag.Name}
 	if c.IsSet(kindFlag.Name) {
@@ -156,18 +156,18 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 	args = append(args, onlineArgs(c)...)
 	stderr, err := openWorkerStderr(comp.LogDir)
 	if err != nil {
-		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
+		return 0, 0, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
 	}
 	defer stderr.Close()
 	if err := cloexecInherited(); err != nil {
-		return 0, false, withCode(exitFailure, err)
+		return 0, 0, withCode(exitFailure, err)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, false, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
+		return 0, 0, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
 	}
 	pid := cmd.Process.Pid
 	exited := make(chan int, 1)
@@ -184,22 +184,25 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
 	defer tick.Stop()
 	for {
 		if p, ok := runningWorker(comp.LogDir); ok {
-			return p, p == pid, nil
+			if p == pid {
+				return p, workerStarted, nil
+			}
+			return p, workerRunning, nil
 		}
 		select {
 		case code := <-exited:
 			if code == exitInvalid {
-				if p, ok := awaitWorker(c.Context, comp.LogDir); ok {
-					return p, false, nil // another run's worker won the log directory
+				if p, seen, ok := awaitWorker(c.Context, comp.LogDir, since); ok {
+					return p, seen, nil // another run's worker won the log directory
 				}
 			}
 			// Finished already (or failed: wait says why, from store3 and
 			// deployhook.exit).
-			return pid, true, nil
+			return pid, workerStarted, nil
 		case <-deadline.C:
-			return pid, true, nil
+			return pid, workerStarted, nil
 		case <-c.Context.Done():
-			return pid, true, nil
+			return pid, workerStarted, nil
 		case <-tick.C:
 		}
 	}
@@ -239,20 +242,35 @@ func cloexecInherited() error {
 	return nil
 }
 
-// awaitWorker waits briefly for a worker that holds dir's lock to record
-// its pid: it takes the lock first and writes the pid file right after.
-func awaitWorker(ctx context.Context, dir string) (int, bool) {
+// workerSeen is what startWorker found of this host's worker.
+type workerSeen int
+
+const (
+	workerStarted workerSeen = iota // started by this run
+	workerRunning                   // started by another run, running
+	workerEnded                     // started by another run, ended since this run began
+)
+
+// awaitWorker waits briefly for the worker that holds dir's lock to record
+// its pid (it takes the lock first and writes the pid file right after),
+// or to be found ended: a worker with little to do (another host migrated)
+// takes the lock, writes its exit file and lets go between two looks. An
+// exit file counts when it was written since this run began (since).
+func awaitWorker(ctx context.Context, dir string, since time.Time) (int, workerSeen, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond) // polling a file another process writes
 	defer tick.Stop()
 	for {
 		if pid, ok := runningWorker(dir); ok {
-			return pid, true
+			return pid, workerRunning, true
+		}
+		if ex, ok := readExit(dir); ok && !ex.Finished.Before(since) {
+			return ex.PID, workerEnded, true
 		}
 		select {
 		case <-ctx.Done():
-			return 0, false
+			return 0, 0, false
 		case <-tick.C:
 		}
 	}
@@ -308,8 +326,7 @@ func readWorker(dir string) localWorker {
 		// remove it: killed, or crashed. Read the exit file too: it may
 		// have ended in the instant between the two reads.
 	}
-	var ex workerExit
-	if b, err := os.ReadFile(filepath.Join(dir, exitFileName)); err == nil && json.Unmarshal(b, &ex) == nil {
+	if ex, ok := readExit(dir); ok {
 		w.Exit, w.PID = &ex, ex.PID
 		if ex.Code != exitOK {
 			w.Died, w.Why = true, fmt.Sprintf("the worker (pid %d) exited with code %d: %s", ex.PID, ex.Code, ex.Error)
@@ -320,6 +337,13 @@ func readWorker(dir string) localWorker {
 		w.Died, w.Why = true, fmt.Sprintf("the worker (pid %d) died without a result (killed, or crashed: see %s)", w.PID, filepath.Join(dir, stderrFileName))
 	}
 	return w
+}
+
+// readExit reads the exit file the last worker in dir wrote.
+func readExit(dir string) (workerExit, bool) {
+	var ex workerExit
+	b, err := os.ReadFile(filepath.Join(dir, exitFileName))
+	return ex, err == nil && json.Unmarshal(b, &ex) == nil
 }
 
 // logTail returns the last n lines of the worker's log (current) and of its
