@@ -88,7 +88,7 @@ func (s *Source) Capturing(ctx context.Context) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	defer c.Close(context.Background())
+	defer s.release(c)
 	body, owner, exists, err := s.trigger(ctx, c, migrate.CaptureName)
 	if err != nil {
 		return "", false, s.wrap(ctx, "read the change capture on "+s.String(), err)
@@ -183,7 +183,7 @@ func (s *Source) Changes(ctx context.Context) (migrate.ChangeSnapshot, error) {
 		return &changeSnapshot{snapshot: snapshot{s: s, conn: c, tx: tx}, log: n.log}, nil
 	}()
 	if err != nil {
-		c.Close(context.Background())
+		s.release(c)
 		return nil, s.wrap(ctx, "open a snapshot of "+s.String()+" with its changes", err)
 	}
 	return cs, nil

@@ -107,7 +107,7 @@ func (s *Source) Frozen(ctx context.Context) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	defer c.Close(context.Background())
+	defer s.release(c)
 	owner, frozen, err := s.frozen(ctx, c)
 	if err != nil {
 		return "", false, s.wrap(ctx, "read the freeze of "+s.String(), err)
@@ -148,7 +148,7 @@ func (s *Source) CanFreeze(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer c.Close(context.Background())
+	defer s.release(c)
 	var schema, name, role string
 	var owner, trigger, create bool
 	err = c.QueryRow(ctx, `SELECT n.nspname, c.relname, current_user, pg_has_role(current_user, c.relowner, 'USAGE'),
@@ -208,7 +208,7 @@ func (s *Source) locked(ctx context.Context, what string, fn func(tx pgx.Tx, n n
 	if err != nil {
 		return err
 	}
-	defer c.Close(context.Background())
+	defer s.release(c)
 	timeout := s.freezeLockTimeout
 	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		// At least deadlock_timeout and a little more: an autovacuum of

@@ -522,3 +522,98 @@ func begin(t *testing.T, db, q string) pgx.Tx {
 	}
 	return tx
 }
+
+// backends returns the pids of the source's connections to db (named
+// deployhook), once there are want of them: a closed connection's
+// backend leaves pg_stat_activity when it has exited, a moment later.
+func backends(t *testing.T, db string, want int) []int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctxT(t), 10*time.Second)
+	defer cancel()
+	c, err := pg.Connect(ctx, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	for {
+		rows, err := c.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'deployhook' ORDER BY pid`, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pids) == want {
+			return pids
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d connections to %s, want %d", len(pids), db, want)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// One connection serves one use after another: a snapshot, then the
+// checks, then another snapshot; a second one opened beside it is closed
+// when it is done; one that died while idle is replaced; Close closes it.
+func TestConnectionsAreReused(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	db := dbName(t)
+	src := newSource(t, db, []migrate.Record{{Bucket: "jobs", Key: "a", Version: 1, Data: []byte("{}")}})
+	defer src.Close()
+
+	sn, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := backends(t, db, 1)
+	if ok, err := src.HasRecords(ctx); !ok || err != nil {
+		t.Fatalf("HasRecords = %t, %v", ok, err)
+	}
+	if _, err := src.CanFreeze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := backends(t, db, 1); got[0] != first[0] {
+		t.Fatalf("backend %d after the checks, want %d: the connection was not reused", got[0], first[0])
+	}
+
+	// Two snapshots side by side take two connections; one is kept.
+	a, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Count(ctx); n != 1 || err != nil {
+		t.Fatalf("Count = %d, %v", n, err)
+	}
+	backends(t, db, 2)
+	for _, sn := range []migrate.Snapshot{a, b, b} { // closing twice is harmless
+		if err := sn.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backends(t, db, 1)
+
+	// The kept connection dies; the next use opens another.
+	if n, err := pg.TerminateBackends(ctx, db); err != nil || n != 1 {
+		t.Fatalf("TerminateBackends = %d, %v", n, err)
+	}
+	if ok, err := src.HasRecords(ctx); !ok || err != nil {
+		t.Fatalf("HasRecords after the kept connection was terminated = %t, %v", ok, err)
+	}
+	backends(t, db, 1)
+
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	backends(t, db, 0)
+}
