@@ -452,6 +452,11 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			for _, r := range rs {
 				count[r.Bucket]++
 			}
+			// Counted first, as the migration does: a source may count
+			// by bucket, and every bucket counts.
+			if n, err := snap.Count(ctx); err != nil || n != int64(len(rs)) {
+				t.Fatalf("Count before StreamByBucket = %d, %v; want %d", n, err, len(rs))
+			}
 			var got []migrate.Record
 			var ended []string
 			err = snap.StreamByBucket(ctx, func(r *migrate.Record) error {
@@ -477,6 +482,9 @@ func TestSource(t *testing.T, newSource func(t *testing.T, records []migrate.Rec
 			}
 			if len(ended) != 0 && len(ended) != len(count) {
 				t.Fatalf("%d of %d buckets ended", len(ended), len(count))
+			}
+			if n, err := snap.Count(ctx); err != nil || n != int64(len(rs)) {
+				t.Fatalf("Count after StreamByBucket = %d, %v; want %d", n, err, len(rs))
 			}
 			all := slices.Clone(rs)
 			slices.SortFunc(all, byteOrder)

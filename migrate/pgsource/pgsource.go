@@ -237,14 +237,53 @@ type snapshot struct {
 	conn   *pgx.Conn
 	tx     pgx.Tx
 	closed bool
+
+	// The buckets by size, as read once (sizes).
+	sized   bool
+	total   int64
+	buckets []string // the largest first, at most maxBucketPasses+1
 }
 
+// Count implements migrate.Snapshot, in the scan that also finds the
+// buckets StreamByBucket reads one by one, largest first: one scan of the
+// table rather than two before the copy's first record (at 100,000
+// records, the count alone took 60 to 95 ms).
 func (sn *snapshot) Count(ctx context.Context) (int64, error) {
-	var n int64
-	if err := sn.tx.QueryRow(ctx, "SELECT count(*) FROM "+sn.s.quoted).Scan(&n); err != nil {
-		return 0, sn.s.wrap(ctx, "count records of "+sn.s.String(), err)
+	if err := sn.sizes(ctx); err != nil {
+		return 0, err
 	}
-	return n, nil
+	return sn.total, nil
+}
+
+// sizes reads the number of records and the largest buckets, once.
+func (sn *snapshot) sizes(ctx context.Context) error {
+	if sn.sized {
+		return nil
+	}
+	what := "count the records of " + sn.s.String() + " by bucket"
+	rows, err := sn.tx.Query(ctx, "SELECT bucket, count(*) FROM "+sn.s.quoted+" GROUP BY bucket ORDER BY count(*) DESC, bucket")
+	if err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	defer rows.Close()
+	var total int64
+	var buckets []string
+	for rows.Next() {
+		var b string
+		var n int64
+		if err := rows.Scan(&b, &n); err != nil {
+			return sn.s.wrap(ctx, what, err)
+		}
+		total += n
+		if len(buckets) <= maxBucketPasses {
+			buckets = append(buckets, b)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return sn.s.wrap(ctx, what, err)
+	}
+	sn.sized, sn.total, sn.buckets = true, total, buckets
+	return nil
 }
 
 // Scan streams the rows in (bucket, key) byte order.
@@ -268,19 +307,13 @@ const maxBucketPasses = 8
 // of the whole table for a large bucket, of the primary key's index for a
 // small one); nothing is sorted. Beyond maxBucketPasses buckets, one scan.
 func (sn *snapshot) StreamByBucket(ctx context.Context, fn func(*migrate.Record) error, end func(bucket string) error) error {
-	what := "list the buckets of " + sn.s.String()
-	rows, err := sn.tx.Query(ctx, "SELECT bucket FROM "+sn.s.quoted+" GROUP BY bucket ORDER BY count(*) DESC, bucket LIMIT $1", maxBucketPasses+1)
-	if err != nil {
-		return sn.s.wrap(ctx, what, err)
+	if err := sn.sizes(ctx); err != nil {
+		return err
 	}
-	buckets, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return sn.s.wrap(ctx, what, err)
-	}
-	if len(buckets) > maxBucketPasses {
+	if len(sn.buckets) > maxBucketPasses {
 		return sn.Stream(ctx, fn)
 	}
-	for _, b := range buckets {
+	for _, b := range sn.buckets {
 		if err := sn.scan(ctx, " WHERE bucket = $1", fn, b); err != nil {
 			return err
 		}
