@@ -152,16 +152,12 @@ func runComponent(c *cli.Context, log *logrus.Entry, comp *validate.Component) e
 			return exitf(exitInvalid, "refusing to migrate online: %s; or stop the components and set the cookbook attribute online false (--offline)", missing)
 		}
 	}
-	pid, seen, err := startWorker(c, comp)
+	pid, started, err := startWorker(c, comp)
 	if err != nil {
 		return err
 	}
-	switch seen {
-	case workerRunning:
+	if !started {
 		log.Infof("%s: migration already running on this host (pid %d), log: %s", comp.Name, pid, filepath.Join(comp.LogDir, "current"))
-		return nil
-	case workerEnded:
-		log.Infof("%s: migration started by another run on this host (pid %d) has ended; `deployhook wait` reports how, log: %s", comp.Name, pid, filepath.Join(comp.LogDir, "current"))
 		return nil
 	}
 	log.Infof("%s: started the store2 -> store3 migration in the background (pid %d), log: %s", comp.Name, pid, filepath.Join(comp.LogDir, "current"))

@@ -120,31 +120,53 @@ func writeFileAtomic(name string, b []byte) error {
 // session of its own, standard input on /dev/null, standard output and
 // error appended to deployhook.stderr in the log directory, no other
 // descriptor inherited, working directory /. It returns the worker's pid
-// and whether it was started now, or by another run on this host (Chef
-// retrying) and is running, or ended.
-func startWorker(c *cli.Context, comp *validate.Component) (int, workerSeen, error) {
-	since := time.Now()
-	if pid, ok := runningWorker(comp.LogDir); ok {
-		return pid, workerRunning, nil
-	}
-	locked, err := runitlog.Locked(comp.LogDir)
-	if err != nil {
-		return 0, 0, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
-	}
-	if locked {
-		// Another run's worker may have just taken the directory.
-		if pid, seen, ok := awaitWorker(c.Context, comp.LogDir, since); ok {
-			return pid, seen, nil
+// and whether it was started now (false: one was already running on this
+// host).
+//
+// Chef may run `run` several times at once: their looks at the directory's
+// lock (which take it for an instant) and their workers race for it. A run
+// that finds it locked waits for the holder to record its pid or to let
+// go; one whose worker lost the race starts over; for lockWait in all.
+func startWorker(c *cli.Context, comp *validate.Component) (int, bool, error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		pid, started, err := startWorkerOnce(c, comp, deadline)
+		if !errors.Is(err, errLostTheDirectory) {
+			return pid, started, err
 		}
-		return 0, 0, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
+	}
+}
+
+// lockWait bounds how long `run` waits for a log directory another process
+// holds: a worker writes its pid file right after taking the lock, a look
+// at the lock lets go at once.
+const lockWait = 2 * time.Second
+
+// errLostTheDirectory: the worker this run started found the log directory
+// locked, by another run's worker or look, and exited without running.
+var errLostTheDirectory = errors.New("the worker lost the log directory to another process")
+
+func startWorkerOnce(c *cli.Context, comp *validate.Component, deadline time.Time) (int, bool, error) {
+	if pid, ok := runningWorker(comp.LogDir); ok {
+		return pid, false, nil
+	}
+	holder, free, err := awaitDirectory(c.Context, comp.LogDir, deadline)
+	if err != nil {
+		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
+	}
+	if holder != 0 {
+		return holder, false, nil
+	}
+	if !free {
+		return 0, false, exitf(exitInvalid, "log_dir %s is held by another process (an svlogd?): point log_dir of %s elsewhere", comp.LogDir, comp.File)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return 0, 0, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
+		return 0, false, withCode(exitFailure, fmt.Errorf("find own executable: %w", err))
 	}
 	conf, err := filepath.Abs(comp.File)
 	if err != nil {
-		return 0, 0, withCode(exitFailure, err)
+		return 0, false, withCode(exitFailure, err)
 	}
 	args := []string{"migrate", "-f", conf, "--hostname", hostname(c), "--" + workerFlag.Name}
 	if c.IsSet(kindFlag.Name) {
@@ -156,18 +178,18 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, workerSeen, err
 	args = append(args, onlineArgs(c)...)
 	stderr, err := openWorkerStderr(comp.LogDir)
 	if err != nil {
-		return 0, 0, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
+		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
 	}
 	defer stderr.Close()
 	if err := cloexecInherited(); err != nil {
-		return 0, 0, withCode(exitFailure, err)
+		return 0, false, withCode(exitFailure, err)
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, 0, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
+		return 0, false, withCode(exitFailure, fmt.Errorf("start worker: %w", err))
 	}
 	pid := cmd.Process.Pid
 	exited := make(chan int, 1)
@@ -178,31 +200,28 @@ func startWorker(c *cli.Context, comp *validate.Component) (int, workerSeen, err
 	// Return once the worker owns its log directory and has written its
 	// pid file: a `wait` that follows can then tell a live worker from one
 	// that already ended. The worker outlives us; init reaps it.
-	deadline := time.NewTimer(2 * time.Second)
-	defer deadline.Stop()
+	started := time.NewTimer(2 * time.Second)
+	defer started.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if p, ok := runningWorker(comp.LogDir); ok {
-			if p == pid {
-				return p, workerStarted, nil
-			}
-			return p, workerRunning, nil
+			return p, p == pid, nil
 		}
 		select {
 		case code := <-exited:
-			if code == exitInvalid {
-				if p, seen, ok := awaitWorker(c.Context, comp.LogDir, since); ok {
-					return p, seen, nil // another run's worker won the log directory
-				}
+			// A worker that ran leaves an exit file; one that could not
+			// take the directory leaves none.
+			if ex, ok := readExit(comp.LogDir); code == exitInvalid && (!ok || ex.PID != pid) && time.Now().Before(deadline) {
+				return 0, false, errLostTheDirectory
 			}
 			// Finished already (or failed: wait says why, from store3 and
 			// deployhook.exit).
-			return pid, workerStarted, nil
-		case <-deadline.C:
-			return pid, workerStarted, nil
+			return pid, true, nil
+		case <-started.C:
+			return pid, true, nil
 		case <-c.Context.Done():
-			return pid, workerStarted, nil
+			return pid, true, nil
 		case <-tick.C:
 		}
 	}
@@ -242,35 +261,26 @@ func cloexecInherited() error {
 	return nil
 }
 
-// workerSeen is what startWorker found of this host's worker.
-type workerSeen int
-
-const (
-	workerStarted workerSeen = iota // started by this run
-	workerRunning                   // started by another run, running
-	workerEnded                     // started by another run, ended since this run began
-)
-
-// awaitWorker waits briefly for the worker that holds dir's lock to record
-// its pid (it takes the lock first and writes the pid file right after),
-// or to be found ended: a worker with little to do (another host migrated)
-// takes the lock, writes its exit file and lets go between two looks. An
-// exit file counts when it was written since this run began (since).
-func awaitWorker(ctx context.Context, dir string, since time.Time) (int, workerSeen, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// awaitDirectory waits, until deadline, for the process that holds dir's
+// lock to show itself as a worker (it takes the lock first and writes its
+// pid file right after) or to let go: it returns the worker's pid, or free
+// when the directory is not locked (any more), or neither at the deadline.
+func awaitDirectory(ctx context.Context, dir string, deadline time.Time) (pid int, free bool, err error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond) // polling a file another process writes
 	defer tick.Stop()
 	for {
-		if pid, ok := runningWorker(dir); ok {
-			return pid, workerRunning, true
+		locked, err := runitlog.Locked(dir)
+		if err != nil || !locked {
+			return 0, err == nil, err
 		}
-		if ex, ok := readExit(dir); ok && !ex.Finished.Before(since) {
-			return ex.PID, workerEnded, true
+		if pid, ok := runningWorker(dir); ok {
+			return pid, false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, false
+			return 0, false, nil
 		case <-tick.C:
 		}
 	}
