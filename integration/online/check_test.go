@@ -512,3 +512,41 @@ CREATE EVENT TRIGGER deployhook_test_notify_freeze ON ddl_command_end WHEN TAG I
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// holdStore2 runs insert, a write to db's table, in a transaction it
+// leaves open, as soon as the migration p has put its change capture on
+// the table, and returns that transaction. The freeze waits for it (and
+// retries, letting other writers through), so the migration catches up
+// and does not freeze until the test commits or rolls it back; its write
+// is captured. A catch-up round's log line alone does not say that much: a
+// round that finds little to do is followed by the freeze at once. The
+// capture goes on before the copy's snapshot and the freeze after the
+// copy: the write lands between them, and after the snapshot.
+func holdStore2(t *testing.T, env *clitest.Env, db string, p *clitest.Proc, insert string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	c, err := env.PG.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	clitest.Poll(t, 2*time.Minute, "the change capture on "+db, func() bool {
+		var on bool
+		if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+			WHERE c.relname = $1 AND t.tgname = $2)`, table, migrate.CaptureName).Scan(&on); err != nil {
+			t.Fatal(err)
+		}
+		if !on && p.Exited() {
+			t.Fatalf("migrate exited before it put its change capture on store2:\n%s", p)
+		}
+		return on
+	})
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, insert); err != nil {
+		t.Fatalf("the held transaction's write (before the freeze): %v", err)
+	}
+	return tx
+}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/apcera/deployhook/integration/clitest"
 )
 
@@ -37,29 +39,26 @@ func TestOnlineRecordFailure(t *testing.T) {
 			env := newEnv(t)
 			db, prefix := names("recfail_" + strings.ReplaceAll(tc.name, "-", "_"))
 			seed(t, env, db, 5000)
-			insert := func() {
-				t.Helper()
-				if err := env.PG.Exec(context.Background(), db, fmt.Sprintf(
-					`INSERT INTO %s (bucket, key, version, data) VALUES (%s, %s, 7, decode(repeat('ab', %d), 'hex'))`,
-					table, quoteLiteral(tc.bucket), quoteLiteral(tc.key), tc.size)); err != nil {
+			insert := fmt.Sprintf(`INSERT INTO %s (bucket, key, version, data) VALUES (%s, %s, 7, decode(repeat('ab', %d), 'hex'))`,
+				table, quoteLiteral(tc.bucket), quoteLiteral(tc.key), tc.size)
+			if !tc.duringCatchUp {
+				if err := env.PG.Exec(context.Background(), db, insert); err != nil {
 					t.Fatalf("insert the bad record: %v", err)
 				}
 			}
-			if !tc.duringCatchUp {
-				insert()
-			}
 			conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Name: db + ".conf"})
 			w := startWriter(t, env, db, writerRate)
-			args := []string{"migrate", "-f", conf, "--hostname", "recfail-host"}
+			p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "recfail-host")
 			if tc.duringCatchUp {
-				args = append(args, "--catch-up-threshold", "0", "--catch-up-rounds", "1000")
-			}
-			p := clitest.StartProc(t, env, args...)
-			if tc.duringCatchUp {
+				// Written after the copy's snapshot, committed once a
+				// catch-up round has run, before the freeze.
+				tx := holdStore2(t, env, db, p, insert)
 				if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 					t.Fatalf("migrate logged no catch-up round:\n%s", p)
 				}
-				insert()
+				if err := tx.Commit(context.Background()); err != nil {
+					t.Fatalf("commit the bad record: %v", err)
+				}
 			}
 			if code := p.Wait(t, 3*time.Minute); code != 5 {
 				t.Fatalf("migrate with a record failure: exit %d, want 5\n%s", code, p)
@@ -217,11 +216,11 @@ func TestOnlineLockLoss(t *testing.T) {
 				froze = freezeListener(t, env.PG, db)
 			}
 			w := startWriter(t, env, db, writerRate)
-			args := []string{"migrate", "-f", conf, "--hostname", "lockloss-host"}
+			p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "lockloss-host")
+			var held pgx.Tx // keeps the migration from freezing
 			if !tc.atFreez {
-				args = append(args, "--catch-up-threshold", "0", "--catch-up-rounds", "1000")
+				held = holdStore2(t, env, db, p, `INSERT INTO `+table+` (bucket, key, version, data) VALUES ('jobs', 'held', 1, 'HELD')`)
 			}
-			p := clitest.StartProc(t, env, args...)
 			if tc.atFreez {
 				select {
 				case <-froze:
@@ -237,6 +236,13 @@ func TestOnlineLockLoss(t *testing.T) {
 			destroyIndex, atDestroy := destroyLockSession(t, addr, prefix)
 			if !tc.atFreez && frozen(t, env.PG, db) {
 				t.Fatalf("store2 already frozen when the session was destroyed: not during catch-up")
+			}
+			if held != nil {
+				// Let go: on its way out the migration drops its capture,
+				// which waits for the writers in flight, as the freeze does.
+				if err := held.Rollback(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			code := p.Wait(t, 3*time.Minute)
 			if d, ok := readDone(t, addr, prefix); ok {

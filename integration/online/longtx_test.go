@@ -24,11 +24,6 @@ func TestOnlineLongTransactionAtFreeze(t *testing.T) {
 	conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Name: db + ".conf"})
 	w := startWriter(t, env, db, writerRate)
 	ctx := context.Background()
-	c, err := env.PG.Connect(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
 	mon, err := env.PG.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)
@@ -36,16 +31,10 @@ func TestOnlineLongTransactionAtFreeze(t *testing.T) {
 	defer mon.Close(ctx)
 
 	p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "longtx-host")
+	tx := holdStore2(t, env, db, p, `INSERT INTO `+table+` (bucket, key, version, data) VALUES ('jobs', 'long transaction', 41, 'LONG')`)
+	defer tx.Rollback(ctx)
 	if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 		t.Fatalf("migrate logged no catch-up round:\n%s", p)
-	}
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `INSERT INTO `+table+` (bucket, key, version, data) VALUES ('jobs', 'long transaction', 41, 'LONG')`); err != nil {
-		t.Fatalf("the long transaction's write: %v", err)
 	}
 	// The freeze waiting behind it: a SHARE ROW EXCLUSIVE request on the
 	// table that is not granted.

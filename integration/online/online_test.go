@@ -90,9 +90,9 @@ func checkTruncateRefused(t *testing.T, pg *harness.Postgres, db, prefix string)
 // TestOnlineConsulFailover is TestOnlineWriters on a three-server Consul
 // whose leader is SIGKILLed during catch-up. The conf names a follower that
 // stays up (killing the one agent a client talks to is an outage, not a
-// failover). --catch-up-threshold 0 keeps the migration catching up while
-// the writer writes, so that the kill lands there; the rounds are bounded
-// by --catch-up-rounds.
+// failover). A write transaction held open from the copy (holdStore2)
+// keeps the migration from freezing, so that the kill lands before the
+// freeze; it commits right after, and its record must reach store3.
 func TestOnlineConsulFailover(t *testing.T) {
 	ci, long := 1, 3
 	runs := 0
@@ -106,8 +106,8 @@ func TestOnlineConsulFailover(t *testing.T) {
 		conf := env.WriteConf(clitest.Conf{Database: db, Prefix: prefix, Address: follower.Addr(), Name: db + ".conf"})
 		w := startWriter(t, env, db, writerRate)
 
-		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host",
-			"--catch-up-threshold", "0", "--catch-up-rounds", "4")
+		p := clitest.StartProc(t, env, "migrate", "-f", conf, "--hostname", "failover-host")
+		held := holdStore2(t, env, db, p, `INSERT INTO `+table+` (bucket, key, version, data) VALUES ('jobs', 'held', 1, 'HELD')`)
 		if !p.WaitLog(t, 2*time.Minute, catchUpLine+"1:") {
 			t.Fatalf("migrate logged no catch-up round before it exited:\n%s", p)
 		}
@@ -117,6 +117,9 @@ func TestOnlineConsulFailover(t *testing.T) {
 		atKill := p.Stderr.String()
 		if frozenRE.MatchString(atKill) || p.Exited() {
 			t.Fatalf("the leader was killed after the catch-up (the scenario did not happen):\n%s", atKill)
+		}
+		if err := held.Commit(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("run %d: leader %s killed after %q", i, leader.Name, lastMatch(atKill, catchUpLine))
 		if code := p.Wait(t, 4*time.Minute); code != 0 {
