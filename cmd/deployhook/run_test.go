@@ -64,13 +64,7 @@ func TestRunRefusesNeverUsedStore2(t *testing.T) {
 // that looks in between must wait for the pid file and report the worker
 // already running, not blame an svlogd and fail the deploy.
 func TestRunFindsWorkerBetweenLockAndPidFile(t *testing.T) {
-	dir := t.TempDir()
-	logDir := filepath.Join(dir, "log")
-	held, err := runitlog.Open(logDir, runitlog.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
+	dir, logDir, _ := heldLogDir(t)
 	// Stands in for the worker: a live process whose command line has
 	// --worker (the shell stays, as it has more to do after sleep).
 	fake := exec.Command("bash", "-c", "sleep 30; true", "deployhook", "--worker")
@@ -83,7 +77,31 @@ func TestRunFindsWorkerBetweenLockAndPidFile(t *testing.T) {
 		os.WriteFile(filepath.Join(logDir, pidFileName), []byte(strconv.Itoa(fake.Process.Pid)+"\n"), 0o644)
 	}()
 
-	// Both stores on a closed port: the data-loss checks are skipped.
+	code, stderr := runOnClosedPorts(t, dir, logDir)
+	if code != exitOK || !strings.Contains(stderr, fmt.Sprintf("already running on this host (pid %d)", fake.Process.Pid)) {
+		t.Fatalf("run exit %d, want 0 and the running worker named:\n%s", code, stderr)
+	}
+}
+
+// heldLogDir returns a test directory and a log directory in it whose lock
+// the test holds until it ends, or closes held.
+func heldLogDir(t *testing.T) (dir, logDir string, held *runitlog.Dir) {
+	t.Helper()
+	dir = t.TempDir()
+	logDir = filepath.Join(dir, "log")
+	held, err := runitlog.Open(logDir, runitlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { held.Close() })
+	return dir, logDir, held
+}
+
+// runOnClosedPorts runs `deployhook run` on a job_manager conf in dir
+// logging to logDir, with both stores on a closed port (the data-loss
+// checks are skipped), and returns its exit code and standard error.
+func runOnClosedPorts(t *testing.T, dir, logDir string) (int, string) {
+	t.Helper()
 	closed := "127.0.0.1:1"
 	conf := filepath.Join(dir, "jm.conf")
 	text := fmt.Sprintf("component: job_manager\ndb: {\n  kind: store3\n  migrate_store2_to_store3: true\n  postgres: { url: \"postgres://u@%s/jmdb\" }\n  consul: { address: %q }\n}\nlog_dir: %q\n", closed, closed, logDir)
@@ -92,9 +110,7 @@ func TestRunFindsWorkerBetweenLockAndPidFile(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	code := runMain([]string{"deployhook", "run", "-f", conf}, strings.NewReader(""), &out, &errb)
-	if code != exitOK || !strings.Contains(errb.String(), fmt.Sprintf("already running on this host (pid %d)", fake.Process.Pid)) {
-		t.Fatalf("run exit %d, want 0 and the running worker named:\n%s", code, errb.String())
-	}
+	return code, errb.String()
 }
 
 // Runs started together (Chef retrying) race for the log directory: each
@@ -114,31 +130,17 @@ func TestRunWaitsForTheLogDirectory(t *testing.T) {
 		{"kept", time.Minute, exitInvalid, "is held by another process (an svlogd?)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			logDir := filepath.Join(dir, "log")
-			held, err := runitlog.Open(logDir, runitlog.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer held.Close()
+			dir, logDir, held := heldLogDir(t)
 			letGo := time.AfterFunc(c.held, func() { held.Close() }) // the holder's time with it
 			defer letGo.Stop()
-			// Both stores on a closed port: the data-loss checks are skipped.
-			closed := "127.0.0.1:1"
-			conf := filepath.Join(dir, "jm.conf")
-			text := fmt.Sprintf("component: job_manager\ndb: {\n  kind: store3\n  migrate_store2_to_store3: true\n  postgres: { url: \"postgres://u@%s/jmdb\" }\n  consul: { address: %q }\n}\nlog_dir: %q\n", closed, closed, logDir)
-			if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			var out, errb bytes.Buffer
-			code := runMain([]string{"deployhook", "run", "-f", conf}, strings.NewReader(""), &out, &errb)
-			if m := regexp.MustCompile(`in the background \(pid (\d+)\)`).FindStringSubmatch(errb.String()); m != nil {
+			code, stderr := runOnClosedPorts(t, dir, logDir)
+			if m := regexp.MustCompile(`in the background \(pid (\d+)\)`).FindStringSubmatch(stderr); m != nil {
 				// The worker cannot reach the stores; it is not under test.
 				pid, _ := strconv.Atoi(m[1])
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
-			if code != c.code || !strings.Contains(errb.String(), c.want) {
-				t.Fatalf("run exit %d, want %d and %q:\n%s", code, c.code, c.want, errb.String())
+			if code != c.code || !strings.Contains(stderr, c.want) {
+				t.Fatalf("run exit %d, want %d and %q:\n%s", code, c.code, c.want, stderr)
 			}
 		})
 	}
