@@ -146,10 +146,9 @@ const lockWait = 2 * time.Second
 // locked, by another run's worker or look, and exited without running.
 var errLostTheDirectory = errors.New("the worker lost the log directory to another process")
 
+// startWorkerOnce starts a worker unless the log directory's lock shows
+// one running (awaitDirectory).
 func startWorkerOnce(c *cli.Context, comp *validate.Component, deadline time.Time) (int, bool, error) {
-	if pid, ok := runningWorker(comp.LogDir); ok {
-		return pid, false, nil
-	}
 	holder, free, err := awaitDirectory(c.Context, comp.LogDir, deadline)
 	if err != nil {
 		return 0, false, exitf(exitInvalid, "log_dir of %s is unusable (%v): point it at a directory deployhook may create and write", comp.File, err)
