@@ -118,26 +118,16 @@ func StartConsulDir(dir string, logw io.Writer, opts ...ConsulOption) (*Consul, 
 	return cl.Servers[0], err
 }
 
-func newConsul(bin, dir, name string, cfg consulConfig, token string, expect int, logw io.Writer) (*Consul, error) {
+func newConsul(bin, dir, name string, cfg consulConfig, token string, expect int, p consulPorts, logw io.Writer) (*Consul, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, err
 	}
-	c := &Consul{Name: name, Dir: dir, bin: bin, cfg: cfg, token: token, expect: expect, log: newLogBuffer(logw)}
-	if err := c.pickPorts(); err != nil {
-		return nil, err
-	}
+	c := &Consul{Name: name, Dir: dir, HTTPPort: p.http, ports: p, bin: bin, cfg: cfg, token: token, expect: expect, log: newLogBuffer(logw)}
 	return c, os.WriteFile(c.configFile(), []byte(c.config()), 0o600)
 }
 
-func (c *Consul) pickPorts() error {
-	p, err := FreePorts(4)
-	if err != nil {
-		return err
-	}
-	c.ports = consulPorts{http: p[0], server: p[1], serfLAN: p[2], serfWAN: p[3]}
-	c.HTTPPort = p[0]
-	return nil
-}
+// freePorts picks ports; a test replaces it to hand a server a taken one.
+var freePorts = FreePorts
 
 func (c *Consul) configFile() string { return filepath.Join(c.Dir, "config.hcl") }
 
@@ -441,6 +431,12 @@ func startCluster(dir string, n int, logw io.Writer, opts []ConsulOption) (*Cons
 }
 
 func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.Writer) (*ConsulCluster, error) {
+	// The whole cluster's ports at once: picked server by server, a port
+	// let go by one could be handed to the next.
+	p, err := freePorts(4 * n)
+	if err != nil {
+		return nil, err
+	}
 	cl := &ConsulCluster{}
 	for i := range n {
 		name := fmt.Sprintf("server-%d", i+1)
@@ -452,7 +448,8 @@ func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.
 		if logw != nil {
 			w = &prefixWriter{prefix: "[" + name + "] ", w: logw}
 		}
-		s, err := newConsul(bin, sdir, name, cfg, token, n, w)
+		ports := consulPorts{http: p[4*i], server: p[4*i+1], serfLAN: p[4*i+2], serfWAN: p[4*i+3]}
+		s, err := newConsul(bin, sdir, name, cfg, token, n, ports, w)
 		if err != nil {
 			return cl, err
 		}
@@ -470,12 +467,42 @@ func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
+	// Without one server the others never elect a leader: stop waiting for
+	// any of them as soon as one exits, and say why it did.
+	for _, s := range cl.Servers {
+		exited, _ := s.running()
+		go func() {
+			select {
+			case <-exited:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	for _, s := range cl.Servers {
 		if err := s.waitReady(ctx, n); err != nil {
+			if exitErr := cl.exited(); exitErr != nil {
+				return cl, exitErr
+			}
 			return cl, err
 		}
 	}
 	return cl, nil
+}
+
+// exited reports the first server that is no longer running: errPortInUse
+// when a port it was given was taken, its log's tail otherwise.
+func (cl *ConsulCluster) exited() error {
+	for _, s := range cl.Servers {
+		if _, ok := s.running(); ok {
+			continue
+		}
+		if portInUse(s.Log()) {
+			return errPortInUse
+		}
+		return fmt.Errorf("consul %s exited before it was ready:\n%s", s.Name, Tail(s.Log(), 30))
+	}
+	return nil
 }
 
 // Addrs are the servers' HTTP addresses.
