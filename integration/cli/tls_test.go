@@ -3,7 +3,6 @@
 package cli
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,11 +31,7 @@ func TestTLSConfigurationInTheForeground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports, err := harness.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	https, err := harness.WithHTTPS(ca, ports[0], true)
+	https, err := harness.WithHTTPS(ca, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +40,7 @@ func TestTLSConfigurationInTheForeground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpsAddr := fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+	httpsAddr := consul.HTTPSAddr()
 	good := []string{"CONSUL_CACERT=" + ca.CAFile, "CONSUL_CLIENT_CERT=" + cert, "CONSUL_CLIENT_KEY=" + key}
 	missing := filepath.Join(dir, "no-such-ca.pem")
 
@@ -71,7 +66,7 @@ func TestTLSConfigurationInTheForeground(t *testing.T) {
 			[]string{"store3 configuration error", "certificate"}, ""},
 		{"https to the plain port", "https://" + consul.Addr(), good,
 			[]string{"store3 configuration error"}, ""},
-		{"plain http to the https port", fmt.Sprintf("127.0.0.1:%d", ports[0]), good,
+		{"plain http to the https port", strings.TrimPrefix(httpsAddr, "https://"), good,
 			[]string{"store3 configuration error", "CONSUL_HTTP_SSL"}, ""},
 		{"address does not parse", "127.0.0.1:port", good,
 			[]string{"consul address", "127.0.0.1:port"}, ""},

@@ -32,6 +32,7 @@ type consulConfig struct {
 	logLevel       string
 	unixSocket     bool
 	gossipKey      string // the cluster's serf encryption key, base64
+	https          string // the tls stanza of WithHTTPS, "" without
 }
 
 // WithLimits sets limits { txn_max_req_len kv_max_value_size } (bytes).
@@ -76,7 +77,11 @@ type Consul struct {
 	exited chan struct{}
 }
 
-type consulPorts struct{ http, server, serfLAN, serfWAN int }
+type consulPorts struct{ http, server, serfLAN, serfWAN, https int }
+
+// portsPerServer is how many ports each server is given: the HTTPS one is
+// picked whether WithHTTPS asked for it or not.
+const portsPerServer = 5
 
 // ConsulBinary returns <repo>/bin/consul, or an error that says how to get
 // it.
@@ -151,6 +156,9 @@ func (c *Consul) config() string {
 	}
 	if c.cfg.acl {
 		fmt.Fprintf(&b, "acl {\n  enabled = true\n  default_policy = \"deny\"\n  tokens {\n    initial_management = %q\n    agent = %q\n  }\n}\n", c.token, c.token)
+	}
+	if c.cfg.https != "" {
+		fmt.Fprintf(&b, "ports { https = %d }\n%s\n", c.ports.https, c.cfg.https)
 	}
 	if c.cfg.unixSocket {
 		fmt.Fprintf(&b, "addresses { http = %q }\n", "127.0.0.1 "+c.UnixAddr())
@@ -433,7 +441,7 @@ func startCluster(dir string, n int, logw io.Writer, opts []ConsulOption) (*Cons
 func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.Writer) (*ConsulCluster, error) {
 	// The whole cluster's ports at once: picked server by server, a port
 	// let go by one could be handed to the next.
-	p, err := freePorts(4 * n)
+	p, err := freePorts(portsPerServer * n)
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +456,8 @@ func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.
 		if logw != nil {
 			w = &prefixWriter{prefix: "[" + name + "] ", w: logw}
 		}
-		ports := consulPorts{http: p[4*i], server: p[4*i+1], serfLAN: p[4*i+2], serfWAN: p[4*i+3]}
+		q := p[portsPerServer*i:]
+		ports := consulPorts{http: q[0], server: q[1], serfLAN: q[2], serfWAN: q[3], https: q[4]}
 		s, err := newConsul(bin, sdir, name, cfg, token, n, ports, w)
 		if err != nil {
 			return cl, err

@@ -27,7 +27,7 @@ func TestClusterStartsAgainWhenAPortWasTaken(t *testing.T) {
 		calls++
 		p, err := FreePorts(n)
 		if err == nil && calls == 1 {
-			p[5] = taken.Addr().(*net.TCPAddr).Port // server-2's server (RPC) port
+			p[portsPerServer+1] = taken.Addr().(*net.TCPAddr).Port // server-2's server (RPC) port
 		}
 		return p, err
 	}

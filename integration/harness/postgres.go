@@ -366,9 +366,10 @@ func (p *Postgres) Exec(ctx context.Context, db, sql string) error {
 	return p.exec(ctx, db, sql, "")
 }
 
-// TerminateBackends ends every other connection to db (what a failover or
-// an administrator's pg_terminate_backend does to a client) and returns how
-// many it ended.
+// TerminateBackends ends every other client connection to db (what a
+// failover or an administrator's pg_terminate_backend does to a client) and
+// returns how many it ended. An autovacuum worker busy in db is not a
+// client: counting it would make the number depend on its timing.
 func (p *Postgres) TerminateBackends(ctx context.Context, db string) (int, error) {
 	c, err := p.Connect(ctx, "postgres")
 	if err != nil {
@@ -377,7 +378,8 @@ func (p *Postgres) TerminateBackends(ctx context.Context, db string) (int, error
 	defer c.Close(context.Background())
 	var n int
 	err = c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-		FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, db).Scan(&n)
+		FROM pg_stat_activity
+		WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()`, db).Scan(&n)
 	return n, err
 }
 

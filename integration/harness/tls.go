@@ -102,22 +102,26 @@ func writePEM(name, typ string, der []byte) error {
 	return os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
 
-// WithHTTPS serves Consul's HTTP API over TLS too, on port httpsPort, with
-// a server certificate from ca; verifyIncoming makes it require a client
-// certificate from ca. The plain HTTP port stays, for the harness's own
-// readiness checks.
-func WithHTTPS(ca *TestCA, httpsPort int, verifyIncoming bool) (ConsulOption, error) {
+// WithHTTPS serves Consul's HTTP API over TLS too, on a port picked with
+// the server's others (HTTPSAddr), with a server certificate from ca;
+// verifyIncoming makes it require a client certificate from ca. The plain
+// HTTP port stays, for the harness's own readiness checks.
+func WithHTTPS(ca *TestCA, verifyIncoming bool) (ConsulOption, error) {
 	cert, key, err := ca.Issue("consul-server", true, "server.dc1.consul")
 	if err != nil {
 		return nil, err
 	}
-	return WithHCL(fmt.Sprintf(`ports { https = %d }
-tls {
+	return func(c *consulConfig) {
+		c.https = fmt.Sprintf(`tls {
   defaults {
     ca_file = %q
     cert_file = %q
     key_file = %q
   }
   https { verify_incoming = %t }
-}`, httpsPort, ca.CAFile, cert, key, verifyIncoming)), nil
+}`, ca.CAFile, cert, key, verifyIncoming)
+	}, nil
 }
+
+// HTTPSAddr is https://127.0.0.1:port, for a server started WithHTTPS.
+func (c *Consul) HTTPSAddr() string { return fmt.Sprintf("https://127.0.0.1:%d", c.ports.https) }

@@ -162,7 +162,7 @@ func TestDataLossRefusals(t *testing.T) {
 	})
 
 	t.Run("other store does not answer", func(t *testing.T) {
-		closed := closedPort(t)
+		closed := harness.ClosedAddr(t)
 		silent := silentPort(t)
 		for _, tc := range []struct {
 			name     string
@@ -202,15 +202,6 @@ func TestDataLossRefusals(t *testing.T) {
 			})
 		}
 	})
-}
-
-// closedPort is a loopback address where nothing listens.
-func closedPort(t *testing.T) string {
-	ports, err := harness.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 // silentPort is a loopback address that accepts connections and never says
