@@ -318,16 +318,10 @@ func (c *Consul) waitReady(ctx context.Context, peers int) error {
 	cl := c.Client()
 	var last error
 	for {
-		exited, ok := c.running()
-		if !ok {
-			if exited == nil {
-				return fmt.Errorf("consul %s not started", c.Name)
-			}
-			if portInUse(c.Log()) {
-				return errPortInUse
-			}
-			return fmt.Errorf("consul %s exited before it was ready:\n%s", c.Name, Tail(c.Log(), 30))
+		if err := c.exitErr(); err != nil {
+			return err
 		}
+		exited, _ := c.running()
 		last = c.probe(ctx, cl, peers)
 		if last == nil {
 			return nil
@@ -499,17 +493,27 @@ func tryCluster(bin, dir string, n int, cfg consulConfig, token string, logw io.
 	return cl, nil
 }
 
-// exited reports the first server that is no longer running: errPortInUse
-// when a port it was given was taken, its log's tail otherwise.
+// exitErr is nil while the server runs; otherwise why it does not:
+// errPortInUse when a port it was given was taken, its log's tail else.
+func (c *Consul) exitErr() error {
+	exited, ok := c.running()
+	switch {
+	case ok:
+		return nil
+	case exited == nil:
+		return fmt.Errorf("consul %s not started", c.Name)
+	case portInUse(c.Log()):
+		return errPortInUse
+	}
+	return fmt.Errorf("consul %s exited before it was ready:\n%s", c.Name, Tail(c.Log(), 30))
+}
+
+// exited is the exitErr of the first server that no longer runs.
 func (cl *ConsulCluster) exited() error {
 	for _, s := range cl.Servers {
-		if _, ok := s.running(); ok {
-			continue
+		if err := s.exitErr(); err != nil {
+			return err
 		}
-		if portInUse(s.Log()) {
-			return errPortInUse
-		}
-		return fmt.Errorf("consul %s exited before it was ready:\n%s", s.Name, Tail(s.Log(), 30))
 	}
 	return nil
 }
