@@ -85,6 +85,7 @@ func runMigrate(c *cli.Context) error {
 // w, and maps the outcome to an exit code.
 func migrateComponent(c *cli.Context, comp *validate.Component, w io.Writer, bar *progress) error {
 	ctx := c.Context
+	tuneGC()
 	src, kv, err := stores(ctx, comp)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ func (b *bencher) abCompare(ctx context.Context, t *topology, other string) erro
 	o := *b
 	o.bin = other
 	var this, that, ratios, cpuThis, cpuThat []float64
+	rss := map[*bencher]int64{} // the highest peak RSS of each binary, KiB
 	for i := 1; i <= *flagABRuns; i++ {
 		order := []*bencher{b, &o}
 		if i%2 == 0 {
@@ -35,7 +36,8 @@ func (b *bencher) abCompare(ctx context.Context, t *topology, other string) erro
 				return fmt.Errorf("%s: %w", x.bin, err)
 			}
 			walls[x], cpus[x] = r.wall, r.cpu
-			logf("a/b pair %d: %s: %s wall, CPU %s; phases: %s", i, x.bin, r.wall.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.phases)
+			rss[x] = max(rss[x], r.rssKiB)
+			logf("a/b pair %d: %s: %s wall, CPU %s, peak RSS %.1f MiB; phases: %s", i, x.bin, r.wall.Round(time.Millisecond), r.cpu.Round(time.Millisecond), float64(r.rssKiB)/1024, r.phases)
 		}
 		this = append(this, walls[b].Seconds())
 		that = append(that, walls[&o].Seconds())
@@ -43,7 +45,7 @@ func (b *bencher) abCompare(ctx context.Context, t *topology, other string) erro
 		cpuThis = append(cpuThis, cpus[b].Seconds())
 		cpuThat = append(cpuThat, cpus[&o].Seconds())
 	}
-	fmt.Printf("\nA/B on %s, default migration, %d alternated pairs:\n\n| binary | wall, median | CPU (user+sys), median |\n| --- | ---: | ---: |\n| %s (this build) | %.2f s | %.2f s |\n| %s | %.2f s | %.2f s |\n| speed-up of this build (median of per-pair ratios of wall times) | %.3f× | |\n",
-		t.name(), *flagABRuns, b.bin, median(this), median(cpuThis), other, median(that), median(cpuThat), median(ratios))
+	fmt.Printf("\nA/B on %s, default migration, %d alternated pairs:\n\n| binary | wall, median | CPU (user+sys), median | peak RSS, highest |\n| --- | ---: | ---: | ---: |\n| %s (this build) | %.2f s | %.2f s | %.1f MiB |\n| %s | %.2f s | %.2f s | %.1f MiB |\n| speed-up of this build (median of per-pair ratios of wall times) | %.3f× | | |\n",
+		t.name(), *flagABRuns, b.bin, median(this), median(cpuThis), float64(rss[b])/1024, other, median(that), median(cpuThat), float64(rss[&o])/1024, median(ratios))
 	return b.reset(ctx, t)
 }
