@@ -199,6 +199,16 @@ func bench() error {
 		return err
 	}
 	logf("seeded %d records of %d bytes into store2 with COPY in %v", n, *flagValue, time.Since(t0).Round(time.Millisecond))
+	// A store2 table in service has been vacuumed by autovacuum: its rows'
+	// hint bits set, its visibility map and statistics current. One loaded
+	// a moment ago has none of that, and the migrations' first scans would
+	// pay for setting it: at 100,000 records the count by bucket took 54 to
+	// 91 ms on the fresh table, 18 ms on a vacuumed one.
+	t0 = time.Now()
+	if err := pg.Exec(ctx, database, "VACUUM (ANALYZE) "+table); err != nil {
+		return err
+	}
+	logf("vacuumed store2 as autovacuum would have, in %v", time.Since(t0).Round(time.Millisecond))
 
 	for _, t := range topos {
 		t.confDir, t.pg = filepath.Join(dir, fmt.Sprintf("consul-%d", t.servers)), pg
