@@ -44,24 +44,25 @@ import (
 )
 
 var (
-	flagN          = flag.Int("records", 100_000, "records to seed into store2 and migrate")
-	flagRuns       = flag.Int("runs", 3, "repetitions of the ceiling and the migrations")
-	flagServers    = flag.Int("servers", 1, "Consul servers: 1, or 3 (a loopback cluster, measured beside the single server in the same run)")
-	flagWritersOn  = flag.Bool("writers", true, "measure the online run with writers at -write-rate (skipped with a message when the binary has no --offline flag; off by default with -million)")
-	flagRate       = flag.Int("write-rate", 200, "writes/s to store2 during the online run with writers (inserts, updates, deletes)")
-	flagWriters    = flag.Int("writer-conns", 2, "PostgreSQL connections the writers spread their writes over")
-	flagSample     = flag.Int("import-sample", 10_000, "records `consul kv import` writes on the single server (one PUT per key; about 800/s)")
-	flagMillion    = flag.Bool("million", false, "shorthand for -records 1000000 -runs 1 -import-sample 2000 -writers=false: the memory check (peak RSS < -rss-limit)")
-	flagRSSLimit   = flag.Int("rss-limit", 64, "peak RSS of deployhook migrate to check against, `MiB`")
-	flagValue      = flag.Int("value-size", 200, "bytes per record")
-	flagKeep       = flag.Bool("keep", false, "keep the servers' directory (printed) after the run")
-	flagInFlight   = flag.Int("profile-inflight", 0, "Options.InFlight of the -cpuprofile run (0: the migrator's default, as the binary)")
-	flagCompare    = flag.Int("compare-inflight", 0, "after the runs, alternate `N` times on the single server: the ceiling and the in-process migration with each of -compare-set in flight, and print the phases")
-	flagCompareSet = flag.String("compare-set", "6,8", "the transactions in flight -compare-inflight alternates, comma-separated")
-	flagProfile    = flag.String("cpuprofile", "", "after the runs, migrate once more in this process on the single server (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
-	flagServerProf = flag.String("server-profile", "", "after the runs, profile the single Consul server's CPU during the ceiling with 8 in flight and during the default migration, into `PREFIX`.ceiling.prof and PREFIX.migrate.prof (the servers run with enable_debug)")
-	flagBin        = flag.String("bin", "", "the deployhook binary to measure (default: bin/deployhook of this repository, which make bench-migrate builds)")
-	flagMigrateTO  = flag.Duration("migrate-timeout", 10*time.Minute, "kill a `deployhook migrate` that runs longer than this")
+	flagN            = flag.Int("records", 100_000, "records to seed into store2 and migrate")
+	flagRuns         = flag.Int("runs", 3, "repetitions of the ceiling and the migrations")
+	flagServers      = flag.Int("servers", 1, "Consul servers: 1, or 3 (a loopback cluster, measured beside the single server in the same run)")
+	flagWritersOn    = flag.Bool("writers", true, "measure the online run with writers at -write-rate (skipped with a message when the binary has no --offline flag; off by default with -million)")
+	flagRate         = flag.Int("write-rate", 200, "writes/s to store2 during the online run with writers (inserts, updates, deletes)")
+	flagWriters      = flag.Int("writer-conns", 2, "PostgreSQL connections the writers spread their writes over")
+	flagSample       = flag.Int("import-sample", 10_000, "records `consul kv import` writes on the single server (one PUT per key; about 800/s)")
+	flagMillion      = flag.Bool("million", false, "shorthand for -records 1000000 -runs 1 -import-sample 2000 -writers=false: the memory check (peak RSS < -rss-limit)")
+	flagRSSLimit     = flag.Int("rss-limit", 64, "peak RSS of deployhook migrate to check against, `MiB`")
+	flagValue        = flag.Int("value-size", 200, "bytes per record")
+	flagKeep         = flag.Bool("keep", false, "keep the servers' directory (printed) after the run")
+	flagInFlight     = flag.Int("profile-inflight", 0, "Options.InFlight of the -cpuprofile run (0: the migrator's default, as the binary)")
+	flagCompare      = flag.Int("compare-inflight", 0, "after the runs, alternate `N` times on the single server: the ceiling and the in-process migration with each of -compare-set in flight, and print the phases")
+	flagCompareSet   = flag.String("compare-set", "6,8", "the transactions in flight -compare-inflight alternates, comma-separated")
+	flagCompareAfter = flag.Bool("compare-verify-after", false, "with -compare-inflight, run each migration again with store3 read back after the copy instead of while it runs")
+	flagProfile      = flag.String("cpuprofile", "", "after the runs, migrate once more in this process on the single server (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
+	flagServerProf   = flag.String("server-profile", "", "after the runs, profile the single Consul server's CPU during the ceiling with 8 in flight and during the default migration, into `PREFIX`.ceiling.prof and PREFIX.migrate.prof (the servers run with enable_debug)")
+	flagBin          = flag.String("bin", "", "the deployhook binary to measure (default: bin/deployhook of this repository, which make bench-migrate builds)")
+	flagMigrateTO    = flag.Duration("migrate-timeout", 10*time.Minute, "kill a `deployhook migrate` that runs longer than this")
 )
 
 func init() {
@@ -258,7 +259,7 @@ runs:
 	}
 
 	if *flagProfile != "" && runErr == nil {
-		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile)
+		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile, false)
 		if err != nil {
 			return err
 		}

@@ -107,9 +107,10 @@ func (in reportInput) ratios(t *topology, pick func(runSample) *migrateRun) []fl
 	})
 }
 
-func offlineRun(r runSample) *migrateRun { return r.offline }
-func defaultRun(r runSample) *migrateRun { return r.deflt }
-func writersRun(r runSample) *migrateRun { return r.writers }
+func offlineRun(r runSample) *migrateRun  { return r.offline }
+func defaultRun(r runSample) *migrateRun  { return r.deflt }
+func writersRun(r runSample) *migrateRun  { return r.writers }
+func readBackRun(r runSample) *migrateRun { return r.readBack }
 
 func report(w io.Writer, in reportInput) {
 	mode := "online by default: `--offline` skips catch-up and cutover"
@@ -171,6 +172,9 @@ func (in reportInput) topology(w io.Writer, t *topology) {
 		fmt.Fprintf(w, "| `deployhook migrate` (default), writers at %d writes/s | %s | wall clock; records of the frozen store2 |\n", *flagRate, comma(rate(writersRun)))
 	} else {
 		fmt.Fprintf(w, "| `deployhook migrate` (default), writers at %d writes/s | not measured | %s |\n", *flagRate, in.skipped())
+	}
+	if in.caps.online {
+		fmt.Fprintf(w, "| `deployhook verify` after the default migration | %s | wall clock: both stores read whole and compared (the migration reads store3 back while its copy runs, and takes store2 from the copy) |\n", comma(rate(readBackRun)))
 	}
 	if t.servers == 1 {
 		fmt.Fprintf(w, "| `consul kv import` (one PUT per key) | %s | sample of %s records |\n", comma(in.importRate), comma(float64(in.importSample)))

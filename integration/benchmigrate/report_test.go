@@ -119,6 +119,7 @@ func TestReportTargets(t *testing.T) {
 		r := run(40000, 2500*time.Millisecond, ph)
 		r.offline = &migrateRun{wall: 2 * time.Second, migrated: 100_000, rssKiB: 20 * 1024, phases: ph}
 		r.writers = &migrateRun{wall: 4 * time.Second, migrated: 100_010, rssKiB: 70 * 1024, phases: ph, doneFrozenFor: "1.25s"}
+		r.readBack = &migrateRun{wall: 500 * time.Millisecond, migrated: 100_000}
 		online.runs = append(online.runs, r)
 	}
 	b.Reset()
@@ -132,6 +133,7 @@ func TestReportTargets(t *testing.T) {
 		"| catch-up rounds | 2 |",
 		"| records caught up | 734 |",
 		"| open | wipe | copy | catch-up | cutover | verify | done | rest | wall |",
+		"| `deployhook verify` after the default migration | 200,000 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -55,6 +55,7 @@ type runSample struct {
 	deflt        *migrateRun // the default migration, no writers
 	writers      *migrateRun // the default migration while writers run
 	writes       writerStats
+	readBack     *migrateRun // `deployhook verify` after the default migration; nil when not measured
 }
 
 // ceiling is what the migrations of the run are compared with: the better
@@ -150,6 +151,18 @@ func (b *bencher) run(ctx context.Context, t *topology, run int) error {
 		}
 		logRun(t, run, m.name, r)
 		*m.dst = r
+		if m.dst == &s.deflt && b.caps.online {
+			// What the verification reads, alone: store3 as the default
+			// migration left it, store2 frozen by its cutover.
+			if err := t.measure("verify", func() error { return nil }, func() (err error) {
+				s.readBack, err = b.verify(ctx, t)
+				return err
+			}); err != nil {
+				return fmt.Errorf("verify after the default migration: %w", err)
+			}
+			logf("%s, run %d: deployhook verify: %v wall, CPU %v, peak RSS %.1f MiB", t.name(), run,
+				s.readBack.wall.Round(time.Millisecond), s.readBack.cpu.Round(time.Millisecond), float64(s.readBack.rssKiB)/1024)
+		}
 		if err := reset(); err != nil {
 			return err
 		}
@@ -246,6 +259,25 @@ func (b *bencher) migrate(ctx context.Context, t *topology, extra []string, want
 		return nil, err
 	}
 	return r, nil
+}
+
+// verify runs `deployhook verify` on what the last migration left and
+// measures it; the stores must compare equal.
+func (b *bencher) verify(ctx context.Context, t *topology) (*migrateRun, error) {
+	ctx, cancel := context.WithTimeout(ctx, *flagMigrateTO)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.bin, "verify", "-f", t.conf)
+	cmd.Env = append(os.Environ(), "PGPASSFILE="+b.pg.PassFile())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	peak, err := harness.RunPeakRSS(cmd)
+	wall := time.Since(start)
+	if err != nil {
+		return nil, fmt.Errorf("deployhook verify: %w\n%s", err, harness.Tail(out.String(), 30))
+	}
+	return &migrateRun{wall: wall, rssKiB: peak, migrated: int64(b.n),
+		cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
 }
 
 // doneFrozenFor reads frozen_for from the done key, "" when absent.
