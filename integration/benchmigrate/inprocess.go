@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -98,38 +99,25 @@ func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.C
 // before and after the copy pass through.
 type verifyAfterCopy struct {
 	migrate.KV
-	mu      sync.Mutex
-	started bool
-	ended   bool
-	copied  chan struct{} // closed when the copy ended
+	started atomic.Bool   // the copy committed its first batch
+	once    sync.Once     // closes copied
+	copied  chan struct{} // closed when the copy committed its last
 }
 
 func (v *verifyAfterCopy) copying() {
-	if v == nil {
-		return
+	if v != nil {
+		v.started.Store(true)
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.started = true
 }
 
 func (v *verifyAfterCopy) copyEnded() {
-	if v == nil {
-		return
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.started && !v.ended {
-		v.ended = true
-		close(v.copied)
+	if v != nil && v.started.Load() {
+		v.once.Do(func() { close(v.copied) })
 	}
 }
 
 func (v *verifyAfterCopy) Scan(ctx context.Context, prefix string, fn func(*migrate.Pair) error) error {
-	v.mu.Lock()
-	wait := v.started && !v.ended
-	v.mu.Unlock()
-	if wait {
+	if v.started.Load() {
 		select {
 		case <-v.copied:
 		case <-ctx.Done():

@@ -224,22 +224,13 @@ var migratedRE = regexp.MustCompile(`Migrated store2 -> store3 \(took: ([^,]+), 
 // migrate runs the real binary with extra flags and measures it. want is
 // the records it must report migrated, -1 for any.
 func (b *bencher) migrate(ctx context.Context, t *topology, extra []string, want int64) (*migrateRun, error) {
-	ctx, cancel := context.WithTimeout(ctx, *flagMigrateTO)
-	defer cancel()
-	args := append([]string{"migrate", "-f", t.conf, "--hostname", "bench"}, extra...)
-	cmd := exec.CommandContext(ctx, b.bin, args...)
-	cmd.Env = append(os.Environ(), "PGPASSFILE="+b.pg.PassFile())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	start := time.Now()
-	peak, err := harness.RunPeakRSS(cmd)
-	wall := time.Since(start)
+	r, log, err := b.measureRun(ctx, append([]string{"migrate", "-f", t.conf, "--hostname", "bench"}, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("deployhook %s: %w\n%s", strings.Join(args, " "), err, harness.Tail(stderr.String(), 30))
+		return nil, err
 	}
-	m := migratedRE.FindStringSubmatch(stderr.String())
+	m := migratedRE.FindStringSubmatch(log)
 	if m == nil {
-		return nil, fmt.Errorf("deployhook migrate: no \"Migrated ... records failed: 0\" line:\n%s", harness.Tail(stderr.String(), 30))
+		return nil, fmt.Errorf("deployhook migrate: no \"Migrated ... records failed: 0\" line:\n%s", harness.Tail(log, 30))
 	}
 	migrated, _ := strconv.ParseInt(m[2], 10, 64)
 	if want >= 0 && migrated != want {
@@ -249,12 +240,10 @@ func (b *bencher) migrate(ctx context.Context, t *topology, extra []string, want
 	if err != nil {
 		return nil, fmt.Errorf("deployhook migrate: took %q: %w", m[1], err)
 	}
-	ph, err := parsePhases(stderr.String())
-	if err != nil {
+	r.took, r.migrated = took, migrated
+	if r.phases, err = parsePhases(log); err != nil {
 		return nil, err
 	}
-	r := &migrateRun{wall: wall, took: took, rssKiB: peak, migrated: migrated, phases: ph,
-		cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	if r.doneFrozenFor, err = doneFrozenFor(t); err != nil {
 		return nil, err
 	}
@@ -264,9 +253,22 @@ func (b *bencher) migrate(ctx context.Context, t *topology, extra []string, want
 // verify runs `deployhook verify` on what the last migration left and
 // measures it; the stores must compare equal.
 func (b *bencher) verify(ctx context.Context, t *topology) (*migrateRun, error) {
+	r, _, err := b.measureRun(ctx, "verify", "-f", t.conf)
+	if err != nil {
+		return nil, err
+	}
+	r.migrated = int64(b.n)
+	return r, nil
+}
+
+// measureRun runs the binary with args and the PostgreSQL password file,
+// killed after -migrate-timeout, and returns its wall clock, peak RSS and
+// CPU, and what it printed (standard output and error). A non-zero exit is
+// an error with the output's tail.
+func (b *bencher) measureRun(ctx context.Context, args ...string) (*migrateRun, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, *flagMigrateTO)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, b.bin, "verify", "-f", t.conf)
+	cmd := exec.CommandContext(ctx, b.bin, args...)
 	cmd.Env = append(os.Environ(), "PGPASSFILE="+b.pg.PassFile())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -274,10 +276,9 @@ func (b *bencher) verify(ctx context.Context, t *topology) (*migrateRun, error) 
 	peak, err := harness.RunPeakRSS(cmd)
 	wall := time.Since(start)
 	if err != nil {
-		return nil, fmt.Errorf("deployhook verify: %w\n%s", err, harness.Tail(out.String(), 30))
+		return nil, "", fmt.Errorf("deployhook %s: %w\n%s", strings.Join(args, " "), err, harness.Tail(out.String(), 30))
 	}
-	return &migrateRun{wall: wall, rssKiB: peak, migrated: int64(b.n),
-		cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
+	return &migrateRun{wall: wall, rssKiB: peak, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, out.String(), nil
 }
 
 // doneFrozenFor reads frozen_for from the done key, "" when absent.
