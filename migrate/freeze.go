@@ -117,8 +117,11 @@ func freezerOf(src Source) (Freezer, error) {
 // It is safe against a migration that freezes at the same time: the owner,
 // .done and the lock holder are read while the freeze is locked, so that a
 // migration that freezes after that read finds no freeze to lose, and one
-// that froze before it holds the lock and is left alone. A freeze whose
-// owner lost the lock belongs to no one: its owner can never write .done.
+// that froze before it holds the lock and is left alone. .done and the
+// lock holder are read at one moment (readStateKeys), so that a migration
+// that writes .done and releases the lock meanwhile is seen either holding
+// the lock or done. A freeze whose owner lost the lock belongs to no one:
+// its owner can never write .done.
 func Unfreeze(ctx context.Context, src Source, kv KV, prefix string, acceptRevert bool, why string, log Logger) (bool, error) {
 	fr, err := freezerOf(src)
 	if err != nil {
@@ -169,11 +172,11 @@ func unfreeze(ctx context.Context, fr Freezer, kv KV, prefix string, acceptRever
 	}
 	refused := error(nil)
 	dropped, err := fr.Unfreeze(ctx, func(owner string) (bool, error) {
-		done, err := kv.Get(ctx, DoneKey(prefix))
+		keys, err := readStateKeys(ctx, kv, prefix)
 		if err != nil {
-			return false, fmt.Errorf("read %q: %w", DoneKey(prefix), err)
+			return false, err
 		}
-		if done != nil {
+		if keys.done != nil {
 			if !acceptRevert {
 				refused = fmt.Errorf("%w (key %q exists): components on store2 would write where no one reads; pass --accept-store2-revert to unfreeze anyway", ErrMigrated, DoneKey(prefix))
 				return false, nil
@@ -181,11 +184,7 @@ func unfreeze(ctx context.Context, fr Freezer, kv KV, prefix string, acceptRever
 			why += " (although the migration is done: --accept-store2-revert)"
 			return true, nil
 		}
-		lock, err := kv.Get(ctx, LockKey(prefix))
-		if err != nil {
-			return false, fmt.Errorf("read %q: %w", LockKey(prefix), err)
-		}
-		if lock != nil && lock.Session != "" && lock.Session == owner {
+		if lock := keys.lock; lock != nil && lock.Session != "" && lock.Session == owner {
 			refused = fmt.Errorf("%w: the lock holder (session %s) froze it; it unfreezes store2 if it fails", ErrFreezeInUse, owner)
 			return false, nil
 		}

@@ -126,59 +126,80 @@ type State struct {
 	LockSession string
 }
 
-// ReadState reads .done, .status and the lock holder under prefix.
+// ReadState reads .done, .status and the lock holder under prefix, as
+// store3 held them at one moment (readStateKeys).
 func ReadState(ctx context.Context, kv KV, prefix string) (*State, error) {
-	st := &State{Prefix: prefix}
-	var err error
-	if st.Done, err = readDone(ctx, kv, prefix); err != nil {
-		return nil, err
-	}
-	if st.Status, err = readStatus(ctx, kv, prefix); err != nil {
-		return nil, err
-	}
-	p, err := kv.Get(ctx, LockKey(prefix))
+	keys, err := readStateKeys(ctx, kv, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("read %q: %w", LockKey(prefix), err)
+		return nil, err
 	}
-	if p != nil {
-		st.LockSession = p.Session
+	st := &State{Prefix: prefix}
+	if keys.done != nil {
+		var d Done
+		if err := decodeJSON(keys.done, &d); err != nil {
+			return nil, err
+		}
+		st.Done = &d
+	}
+	if keys.status != nil {
+		var s Status
+		if err := decodeJSON(keys.status, &s); err != nil {
+			return nil, err
+		}
+		st.Status = &s
+	}
+	if keys.lock != nil {
+		st.LockSession = keys.lock.Session
 	}
 	return st, nil
 }
 
-func readDone(ctx context.Context, kv KV, prefix string) (*Done, error) {
-	var d Done
-	ok, err := readJSON(ctx, kv, DoneKey(prefix), &d)
-	if !ok {
-		return nil, err
-	}
-	return &d, err
+// stateKeys are .done, .status and the lock key of one migration
+// directory, each nil when absent.
+type stateKeys struct{ done, status, lock *Pair }
+
+// readStateKeys reads .done, .status and the lock key in one listing of
+// the migration directory: one snapshot of the store, where three reads
+// are three. A worker that wrote .done, then .status, then released the
+// lock between three reads was read as one that stopped without finishing
+// (running, lock free, no .done), and an unfreeze between its reads of
+// .done and of the lock thawed the store2 of a finished migration.
+func readStateKeys(ctx context.Context, kv KV, prefix string) (stateKeys, error) {
+	var keys stateKeys
+	slots := map[string]**Pair{DoneKey(prefix): &keys.done, StatusKey(prefix): &keys.status, LockKey(prefix): &keys.lock}
+	err := kv.Scan(ctx, migrationDir(prefix), func(p *Pair) error {
+		if slot := slots[p.Key]; slot != nil {
+			c := *p
+			c.Value = bytes.Clone(p.Value) // p is only valid during the call
+			*slot = &c
+		}
+		return nil
+	})
+	return keys, err
 }
 
+// decodeJSON decodes the value of p into v.
+func decodeJSON(p *Pair, v any) error {
+	if err := json.Unmarshal(p.Value, v); err != nil {
+		return fmt.Errorf("decode %q: %w", p.Key, err)
+	}
+	return nil
+}
+
+// readStatus reads .status alone; nil when absent.
 func readStatus(ctx context.Context, kv KV, prefix string) (*Status, error) {
-	var s Status
-	ok, err := readJSON(ctx, kv, StatusKey(prefix), &s)
-	if !ok {
-		return nil, err
-	}
-	return &s, err
-}
-
-// readJSON reads key into v; ok is false when the key is absent. A present
-// key that is not valid JSON returns ok and an error: for .done, presence
-// is what counts.
-func readJSON(ctx context.Context, kv KV, key string, v any) (ok bool, err error) {
-	p, err := kv.Get(ctx, key)
+	p, err := kv.Get(ctx, StatusKey(prefix))
 	if err != nil {
-		return false, fmt.Errorf("read %q: %w", key, err)
+		return nil, fmt.Errorf("read %q: %w", StatusKey(prefix), err)
 	}
 	if p == nil {
-		return false, nil
+		return nil, nil
 	}
-	if err := json.Unmarshal(p.Value, v); err != nil {
-		return true, fmt.Errorf("decode %q: %w", key, err)
+	var s Status
+	if err := decodeJSON(p, &s); err != nil {
+		return nil, err
 	}
-	return true, nil
+	return &s, nil
 }
 
 // encodeJSON is json.Marshal without HTML escaping, as the operator reads it.
