@@ -364,9 +364,11 @@ func TestRunReleasesOrphanFreeze(t *testing.T) {
 	}
 }
 
-func TestUnfreeze(t *testing.T) {
+// frozenByHolder takes the migration lock and freezes store2 as its
+// holder: a migration in its cutover.
+func frozenByHolder(t *testing.T, e *env) migrate.Lock {
+	t.Helper()
 	ctx := context.Background()
-	e := onlineEnv(t, 5)
 	lock, err := e.kv.TryLock(ctx, migrate.LockKey(prefix), time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -374,6 +376,13 @@ func TestUnfreeze(t *testing.T) {
 	if err := e.src.Freeze(ctx, lock.Session(), "frozen"); err != nil {
 		t.Fatal(err)
 	}
+	return lock
+}
+
+func TestUnfreeze(t *testing.T) {
+	ctx := context.Background()
+	e := onlineEnv(t, 5)
+	lock := frozenByHolder(t, e)
 	if err := e.src.Capture(ctx, lock.Session()); err != nil {
 		t.Fatal(err)
 	}

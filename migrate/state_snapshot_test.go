@@ -86,13 +86,7 @@ func TestUnfreezeRacingTheFinishKeepsTheFreeze(t *testing.T) {
 	ctx := context.Background()
 	for n := 1; n <= 2; n++ {
 		e := onlineEnv(t, 5)
-		lock, err := e.kv.TryLock(ctx, migrate.LockKey(prefix), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.src.Freeze(ctx, lock.Session(), "frozen"); err != nil {
-			t.Fatal(err)
-		}
+		lock := frozenByHolder(t, e)
 		putStatus(t, e.kv, migrate.StateRunning)
 		kv := &finishingKV{Store: e.kv, n: n, finish: func() { finish(t, e.kv, lock) }}
 		dropped, err := migrate.Unfreeze(ctx, e.src, kv, prefix, false, "run", e.log)
