@@ -34,8 +34,9 @@ type phases struct {
 //
 // With verifyAfter, store3 is not listed while the copy runs: the
 // migration's verification then reads it back after the copy, and the
-// copy phase is the writes alone (verifyAfterCopy).
-func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.Client, n, inflight int, path string, verifyAfter bool) (phases, error) {
+// copy phase is the writes alone (verifyAfterCopy). With tl, the
+// timeline records the migration's requests and log lines.
+func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.Client, n, inflight int, path string, verifyAfter bool, tl *timeline) (phases, error) {
 	var ph phases
 	src, err := pgsource.New(ctx, pgsource.Config{URL: pg.URL(database), Database: database, Table: table})
 	if err != nil {
@@ -76,9 +77,16 @@ func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.C
 			return ph, err
 		}
 	}
+	if tl != nil {
+		tl.wrap(m)
+		tl.begin()
+	}
 	start := time.Now()
 	res, err := m.Run(ctx)
 	end := time.Now()
+	if tl != nil {
+		tl.finish()
+	}
 	if path != "" {
 		pprof.StopCPUProfile()
 	}
@@ -171,7 +179,7 @@ func compareInFlight(ctx context.Context, pg *harness.Postgres, addr string, cl 
 				modes = append(modes, true)
 			}
 			for _, verifyAfter := range modes {
-				ph, err := inProcess(ctx, pg, addr, cl, n, inflight, "", verifyAfter)
+				ph, err := inProcess(ctx, pg, addr, cl, n, inflight, "", verifyAfter, nil)
 				if err != nil {
 					return err
 				}

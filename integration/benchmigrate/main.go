@@ -60,6 +60,7 @@ var (
 	flagCompareSet   = flag.String("compare-set", "6,8", "the transactions in flight -compare-inflight alternates, comma-separated")
 	flagCompareAfter = flag.Bool("compare-verify-after", false, "with -compare-inflight, run each migration again with store3 read back after the copy instead of while it runs")
 	flagProfile      = flag.String("cpuprofile", "", "after the runs, migrate once more in this process on the single server (the migrator the binary runs, same options) with a CPU profile written to `FILE`")
+	flagTimeline     = flag.Int("timeline", 0, "after the runs, migrate `N` times more in this process on the single server (the migrator the binary runs, same options), print when each request to store3 and each log line happened, and the medians of where the wall clock went outside the copy")
 	flagServerProf   = flag.String("server-profile", "", "after the runs, profile the single Consul server's CPU during the ceiling with 8 in flight and during the default migration, into `PREFIX`.ceiling.prof and PREFIX.migrate.prof (the servers run with enable_debug)")
 	flagBin          = flag.String("bin", "", "the deployhook binary to measure (default: bin/deployhook of this repository, which make bench-migrate builds)")
 	flagMigrateTO    = flag.Duration("migrate-timeout", 10*time.Minute, "kill a `deployhook migrate` that runs longer than this")
@@ -259,7 +260,7 @@ runs:
 	}
 
 	if *flagProfile != "" && runErr == nil {
-		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile, false)
+		ph, err := inProcess(ctx, pg, single.addr, single.client, n, *flagInFlight, *flagProfile, false, nil)
 		if err != nil {
 			return err
 		}
@@ -273,6 +274,11 @@ runs:
 	}
 	if *flagServerProf != "" && runErr == nil {
 		if err := b.serverProfiles(ctx, single, *flagServerProf); err != nil {
+			return err
+		}
+	}
+	if *flagTimeline > 0 && runErr == nil {
+		if err := b.timelines(ctx, single, *flagTimeline); err != nil {
 			return err
 		}
 	}
