@@ -33,8 +33,8 @@ func (r *run) readDone(ctx context.Context) (d *Done, present bool, err error) {
 			return err
 		}
 		present = true
-		if d, err = decodeDone(p.Value); err != nil {
-			r.o.Log.Warnf("%q exists but does not decode: %v", DoneKey(r.o.Prefix), err)
+		if d, err = decodeJSON[Done](p); err != nil {
+			r.o.Log.Warnf("%v: it exists, which is what counts", err)
 		}
 		return nil
 	})

@@ -134,19 +134,11 @@ func ReadState(ctx context.Context, kv KV, prefix string) (*State, error) {
 		return nil, err
 	}
 	st := &State{Prefix: prefix}
-	if keys.done != nil {
-		var d Done
-		if err := decodeJSON(keys.done, &d); err != nil {
-			return nil, err
-		}
-		st.Done = &d
+	if st.Done, err = decodeJSON[Done](keys.done); err != nil {
+		return nil, err
 	}
-	if keys.status != nil {
-		var s Status
-		if err := decodeJSON(keys.status, &s); err != nil {
-			return nil, err
-		}
-		st.Status = &s
+	if st.Status, err = decodeJSON[Status](keys.status); err != nil {
+		return nil, err
 	}
 	if keys.lock != nil {
 		st.LockSession = keys.lock.Session
@@ -178,12 +170,16 @@ func readStateKeys(ctx context.Context, kv KV, prefix string) (stateKeys, error)
 	return keys, err
 }
 
-// decodeJSON decodes the value of p into v.
-func decodeJSON(p *Pair, v any) error {
-	if err := json.Unmarshal(p.Value, v); err != nil {
-		return fmt.Errorf("decode %q: %w", p.Key, err)
+// decodeJSON decodes the value of p; nil when p is nil (absent).
+func decodeJSON[T any](p *Pair) (*T, error) {
+	if p == nil {
+		return nil, nil
 	}
-	return nil
+	var v T
+	if err := json.Unmarshal(p.Value, &v); err != nil {
+		return nil, fmt.Errorf("decode %q: %w", p.Key, err)
+	}
+	return &v, nil
 }
 
 // readStatus reads .status alone; nil when absent.
@@ -192,14 +188,7 @@ func readStatus(ctx context.Context, kv KV, prefix string) (*Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %q: %w", StatusKey(prefix), err)
 	}
-	if p == nil {
-		return nil, nil
-	}
-	var s Status
-	if err := decodeJSON(p, &s); err != nil {
-		return nil, err
-	}
-	return &s, nil
+	return decodeJSON[Status](p)
 }
 
 // encodeJSON is json.Marshal without HTML escaping, as the operator reads it.
@@ -211,12 +200,4 @@ func encodeJSON(v any) []byte {
 		panic(err) // only our own structs are encoded
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
-}
-
-func decodeDone(b []byte) (*Done, error) {
-	var d Done
-	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, err
-	}
-	return &d, nil
 }
