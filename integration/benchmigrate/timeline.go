@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -29,7 +30,7 @@ type timeline struct {
 // event is one request (at its start, with how long it took) or log line.
 type event struct {
 	at, took time.Duration
-	kind     string // get, keys, scan, index, limits, txn, copy, lock, unlock, log, stored
+	kind     string // get, keys, scan, index, limits, txn, copy, done, lock, unlock, log, stored
 	what     string
 }
 
@@ -105,14 +106,19 @@ func (k timelineKV) Txn(ctx context.Context, f migrate.Fence, ops []migrate.Op) 
 	return k.KV.Txn(ctx, f, ops)
 }
 
-// txnKind is "copy" for a transaction of sets outside migration/, else "txn".
+// txnKind is "done" for the transaction that writes .done, "copy" for
+// one of sets outside migration/, else "txn".
 func txnKind(prefix string, ops []migrate.Op) string {
+	kind := "copy"
 	for _, op := range ops {
-		if op.Verb != migrate.VerbSet || strings.HasPrefix(op.Key, prefix+"migration/") {
-			return "txn"
+		switch {
+		case op.Verb == migrate.VerbSet && op.Key == migrate.DoneKey(prefix):
+			return "done"
+		case op.Verb != migrate.VerbSet || strings.HasPrefix(op.Key, prefix+"migration/"):
+			kind = "txn"
 		}
 	}
-	return "copy"
+	return kind
 }
 
 func txnWhat(ops []migrate.Op) string {
@@ -178,7 +184,7 @@ func (t *timeline) split() ([]time.Duration, error) {
 			lastCopy = max(lastCopy, e.at)
 		case e.kind == "log" && strings.HasPrefix(e.what, "store2 frozen for writes"):
 			frozen = e.at
-		case e.kind == "txn" && strings.HasSuffix(e.what, migrate.DoneKey(t.prefix)):
+		case e.kind == "done":
 			done = e.done()
 		}
 	}
@@ -250,7 +256,7 @@ func (t *timeline) print(w io.Writer) {
 			s.longest = e
 		}
 	}
-	slices.SortStableFunc(lines, func(a, b event) int { return int(a.at - b.at) })
+	slices.SortStableFunc(lines, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 	ms := func(d time.Duration) string { return fmt.Sprintf("%8.1f ms", float64(d.Microseconds())/1000) }
 	for _, e := range lines {
 		if e.kind == "span" {

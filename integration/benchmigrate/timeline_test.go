@@ -58,7 +58,7 @@ func TestTimelineSplitsAnOnlineMigration(t *testing.T) {
 	for _, want := range []string{
 		"lock " + migrate.LockKey(prefix),
 		"log store2 frozen for writes",
-		"txn 2 ops, the last set " + migrate.DoneKey(prefix),
+		"done 2 ops, the last set " + migrate.DoneKey(prefix),
 		"transactions of sets outside migration/ (the copy's, the catch-up's): ",
 		"listings of " + prefix + "jobs/: ",
 		"unlock",
@@ -91,7 +91,8 @@ func TestTxnKind(t *testing.T) {
 		{[]migrate.Op{set(prefix + "jobs/a"), set(prefix + "routes/b")}, "copy"},
 		{[]migrate.Op{set(prefix + "jobs/a"), {Verb: migrate.VerbDelete, Key: prefix + "jobs/b"}}, "txn"},
 		{[]migrate.Op{set(migrate.StatusKey(prefix))}, "txn"},
-		{[]migrate.Op{{Verb: migrate.VerbCheckNotExists, Key: migrate.DoneKey(prefix)}, set(migrate.DoneKey(prefix))}, "txn"},
+		{[]migrate.Op{{Verb: migrate.VerbCheckNotExists, Key: migrate.DoneKey(prefix)}, set(migrate.DoneKey(prefix))}, "done"},
+		{[]migrate.Op{{Verb: migrate.VerbCheckNotExists, Key: migrate.DoneKey(prefix)}}, "txn"},
 	} {
 		if got := txnKind(prefix, c.ops); got != c.want {
 			t.Errorf("txnKind(%s) = %q, want %q", fmt.Sprint(c.ops), got, c.want)
