@@ -30,7 +30,6 @@ type source struct {
 	name  string
 	src   []byte
 	file  *dconf.File
-	lines []int // byte offset of the start of each line
 	masks *masker
 	done  bool
 }
@@ -161,13 +160,16 @@ func (p *Printer) writeSnippet(b *bytes.Buffer, s snippet, width int) {
 	}
 	src.prepare()
 	ln := s.rng.Start.Line
-	if ln < 1 || ln > len(src.lines) {
+	if ln < 1 {
 		return
 	}
-	ls := src.lines[ln-1]
+	// The line that holds the range's first byte: no table of lines,
+	// which for a large file costs more than the few snippets shown.
+	at := s.rng.Start.Byte
+	ls := bytes.LastIndexByte(src.src[:at], '\n') + 1
 	le := len(src.src)
-	if ln < len(src.lines) {
-		le = src.lines[ln] - 1 // the '\n'
+	if j := bytes.IndexByte(src.src[at:], '\n'); j >= 0 {
+		le = at + j // the '\n'
 	}
 	if le > ls && src.src[le-1] == '\r' {
 		le--
@@ -192,21 +194,12 @@ func (p *Printer) writeSnippet(b *bytes.Buffer, s snippet, width int) {
 	fmt.Fprintf(b, "%s %s%s\n", blank, strings.Repeat(" ", c0), under)
 }
 
-// prepare indexes lines and finds the secrets that span lines, once.
+// prepare finds the secrets that span lines, once.
 func (s *source) prepare() {
 	if s.done {
 		return
 	}
 	s.done = true
-	s.lines = make([]int, 1, 1+bytes.Count(s.src, []byte{'\n'}))
-	for i := 0; ; {
-		j := bytes.IndexByte(s.src[i:], '\n')
-		if j < 0 {
-			break
-		}
-		i += j + 1
-		s.lines = append(s.lines, i)
-	}
 	s.masks = newMasker(s.src, s.file)
 }
 
