@@ -79,6 +79,6 @@ func readInput(stdin io.Reader, name string) ([]byte, string, error) {
 		}
 		return b, stdinName, nil
 	}
-	b, err := os.ReadFile(name)
+	b, err := readFile(name)
 	return b, name, err
 }
