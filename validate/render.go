@@ -159,13 +159,12 @@ func (p *Printer) writeSnippet(b *bytes.Buffer, s snippet, width int) {
 		return
 	}
 	src.prepare()
-	ln := s.rng.Start.Line
-	if ln < 1 {
+	ln, at := s.rng.Start.Line, s.rng.Start.Byte
+	if ln < 1 || at < 0 {
 		return
 	}
 	// The line that holds the range's first byte: no table of lines,
 	// which for a large file costs more than the few snippets shown.
-	at := s.rng.Start.Byte
 	ls := bytes.LastIndexByte(src.src[:at], '\n') + 1
 	le := len(src.src)
 	if j := bytes.IndexByte(src.src[at:], '\n'); j >= 0 {
