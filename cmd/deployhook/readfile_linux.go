@@ -1,18 +1,13 @@
 package main
 
-import (
-	"io"
-	"os"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// hugeRead is the size from which readFile reads into memory mapped for
-// transparent huge pages.
+// hugeRead is the size from which allocate maps memory for transparent
+// huge pages.
 const hugeRead = 1 << 20
 
-// readFile is os.ReadFile, but a file of hugeRead bytes or more is read
-// into anonymous memory that asks the kernel for 2 MiB pages
+// allocate returns an empty buffer of capacity n. From hugeRead bytes it
+// is anonymous memory that asks the kernel for 2 MiB pages
 // (MADV_HUGEPAGE). A short-lived `deployhook validate` of a large
 // cluster.conf spent a quarter of its page faults, each a trip into the
 // kernel, on the fresh 4 KiB pages of the buffer it read the file into.
@@ -21,31 +16,15 @@ const hugeRead = 1 << 20
 // (README, Performance). The memory is never unmapped: the process that
 // reads it exits once the file is validated. Where huge pages are not to
 // be had, it is ordinary memory.
-func readFile(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() < hugeRead || st.Size() > 1<<40 {
-		return os.ReadFile(name)
+func allocate(n int) []byte {
+	if n < hugeRead {
+		return make([]byte, 0, n)
 	}
 	const page = 2 << 20
-	n := int(st.Size())
-	buf, err := unix.Mmap(-1, 0, (n+page)&^(page-1), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	buf, err := unix.Mmap(-1, 0, (n+page-1)&^(page-1), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return os.ReadFile(name)
+		return make([]byte, 0, n)
 	}
 	_ = unix.Madvise(buf, unix.MADV_HUGEPAGE) // advice: ordinary pages without it
-	// One byte more than the size, to see a file that grew meanwhile.
-	m, err := io.ReadFull(f, buf[:n+1])
-	switch err {
-	case io.ErrUnexpectedEOF, io.EOF:
-		return buf[:m:m], nil
-	case nil:
-		// It grew while being read: read it whole the ordinary way.
-		return os.ReadFile(name)
-	}
-	return nil, err
+	return buf[:0]
 }
