@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -67,6 +68,11 @@ func inProcess(ctx context.Context, pg *harness.Postgres, addr string, cl *api.C
 			}
 		},
 	}}
+	// What the runs before left on this process's heap (the ceiling's ops,
+	// listings) goes back to the system now: otherwise the runtime's
+	// scavenger returns it during the migration, on the cores the
+	// migration measures (0.16 s of a 0.81 s profile, December 5).
+	debug.FreeOSMemory()
 	if path != "" {
 		f, err := os.Create(path)
 		if err != nil {
